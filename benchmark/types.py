@@ -1,0 +1,211 @@
+"""Core types shared by data, models, threats, metrics and the store.
+
+Plain dataclasses holding torch tensors and numpy arrays; never a DictConfig.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+ThreatFamily = Literal["clean", "attack", "corruption", "fault"]
+THREAT_FAMILIES: tuple[str, ...] = ("clean", "attack", "corruption", "fault")
+
+
+@dataclass
+class EvalSet:
+    """The samples every model version is evaluated on.
+
+    ``x`` is float32 NCHW in [0, 1], ``y`` int64 class indices, ``groups`` one
+    column per sensitive feature aligned with the samples. Two runs are
+    comparable only when their ``fingerprint`` (sha256 over x and y) matches.
+    """
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    groups: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fingerprint: str = ""
+    train_x: torch.Tensor | None = None
+    train_y: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.x, self.y)
+        if len(self.groups) == 0 and len(self.groups.columns) == 0:
+            self.groups = pd.DataFrame(index=pd.RangeIndex(len(self.y)))
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x.shape[1:]
+        return int(c), int(h), int(w)
+
+
+def fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 over the exact bytes of x (float32, contiguous) and y (int64)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(str(tuple(x.shape)).encode())
+    h.update(x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class ModelUnderTest:
+    """One model version, ready to evaluate.
+
+    ``module`` takes inputs in [0, 1] (normalization is folded in), is in eval
+    mode, and lives on ``device``.
+    """
+
+    name: str
+    version: str
+    module: torch.nn.Module
+    sha256: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    device: torch.device
+
+    @property
+    def key(self) -> str:
+        """``name@version``, the identifier used in tables and comparisons."""
+        return f"{self.name}@{self.version}"
+
+
+PerturbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Threat:
+    """One perturbation of the inputs: clean, an attack at one budget, a
+    corruption at one severity, or a pipeline fault.
+
+    ``param`` is the budget / severity as one float (eps, severity, ...);
+    ``params`` holds every setting for the record.
+    """
+
+    family: str
+    name: str
+    param: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if self.param is None:
+            return self.name
+        return f"{self.name}@{self.param:g}"
+
+
+@dataclass
+class Outcome:
+    """Per-sample results of one model version under one threat.
+
+    ``pred`` and ``correct`` are aligned with the EvalSet's samples.
+    ``extras`` holds what the threat adds, each an array of the same length
+    (for example ``linf``, ``l2``, ``l0``, ``distance``, ``queries``,
+    ``finite``), with NaN where a value does not apply.
+    """
+
+    model: str
+    version: str
+    threat: Threat
+    pred: np.ndarray
+    correct: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.pred)
+        if len(self.correct) != n:
+            raise ValueError(
+                f"Expected `correct` to have {n} entries like `pred`, but got {len(self.correct)}."
+            )
+        for key, arr in self.extras.items():
+            if len(arr) != n:
+                raise ValueError(
+                    f"Expected extra `{key}` to have {n} entries, but got {len(arr)}."
+                )
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.correct)) if len(self.correct) else float("nan")
+
+    @property
+    def model_key(self) -> str:
+        return f"{self.model}@{self.version}"
+
+
+@dataclass
+class Measurement:
+    """One tidy row of a record: a metric of one (model version, threat,
+    group) with its sample count and confidence interval."""
+
+    model: str
+    version: str
+    family: str
+    threat: str
+    param: float | None
+    metric: str
+    value: float
+    n: int
+    group_feature: str = ""
+    group_value: str = ""
+    ci_low: float | None = None
+    ci_high: float | None = None
+    definition: str = ""
+    run: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "model": self.model,
+            "version": self.version,
+            "family": self.family,
+            "threat": self.threat,
+            "param": self.param,
+            "group_feature": self.group_feature,
+            "group_value": self.group_value,
+            "metric": self.metric,
+            "value": self.value,
+            "n": self.n,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "definition": self.definition,
+        }
+
+
+CheckStatus = Literal["pass", "warn", "fail"]
+
+
+@dataclass
+class CheckResult:
+    """Result of one validation or reliability check, with its evidence."""
+
+    check: str
+    status: str
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    subject: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "status": self.status,
+            "message": self.message,
+            "evidence": self.evidence,
+            "subject": self.subject,
+        }
