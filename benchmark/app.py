@@ -22,6 +22,7 @@ def task(cfg: DictConfig) -> None:
     """One job: validate, run, record, show."""
     from benchmark.runner import run_benchmark
 
+    logging.getLogger("art").setLevel(logging.WARNING)
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     try:

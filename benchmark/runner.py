@@ -26,7 +26,7 @@ from benchmark.data import load_evalset
 from benchmark.errors import ConfigError
 from benchmark.models import load_model, predict_logits, resolve_device
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
-from benchmark.types import EvalSet, Measurement, ModelUnderTest, Outcome, Threat
+from benchmark.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from metrics.robustness import accuracy_measurements
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,24 @@ def _check_compatible(model: ModelUnderTest, data: EvalSet) -> None:
 
 def count_steps(spec: RunSpec) -> int:
     """Progress units per model version: clean plus one per threat setting."""
-    return 1 + sum(len(a.eps) for a in spec.attacks.values())
+    steps = 1 + sum(len(a.eps) for a in spec.attacks.values())
+    # further threat families add their settings here
+    return steps
+
+
+def pre_checks(spec: RunSpec, data: EvalSet, models: list[ModelUnderTest]) -> list[CheckResult]:
+    """Data and model checks that run before any threat (validation policy)."""
+    checks: list[CheckResult] = []
+    return checks
+
+
+def derived_measurements(
+    spec: RunSpec, data: EvalSet, models: list[ModelUnderTest], outcomes: list[Outcome]
+) -> list[Measurement]:
+    """Every tidy measurement of the run, computed from the per-sample outcomes."""
+    measurements = accuracy_measurements(outcomes)
+    # group metrics, corruption errors, reliability flags ... extend this list
+    return measurements
 
 
 def threat_outcomes(
@@ -135,6 +152,7 @@ def run_benchmark(
         _check_compatible(m, data)
     log.info("Evaluating %d version(s) on %s (%d samples) on %s", len(models), data.name,
              len(data), device)
+    checks = pre_checks(spec, data, models)
 
     outcomes: list[Outcome] = []
     with tqdm(total=len(models) * count_steps(spec), desc="rtb", unit="step",
@@ -146,7 +164,7 @@ def run_benchmark(
             bar.update(1)
             outcomes.extend(threat_outcomes(spec, model, data, clean, bar))
 
-    measurements = accuracy_measurements(outcomes)
+    measurements = derived_measurements(spec, data, models, outcomes)
     run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     for m in measurements:
         m.run = run_id
@@ -170,6 +188,7 @@ def run_benchmark(
         device=str(device),
         env=environment(device),
         measurements=measurements,
+        checks=checks,
     )
     write_record(out_dir, record, outcomes)
     return RunResult(record=record, outcomes=outcomes, evalset=data, models=models,
