@@ -115,7 +115,11 @@ def expand_for_validation(args: list[str]) -> list[list[str]]:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    plain = [a for a in args if not a.startswith("-") and not a.startswith(("hydra.", "hydra/"))]
+    plain = [
+        a for a in args
+        if not a.startswith("-")
+        and (a.startswith("hydra.searchpath") or not a.startswith(("hydra.", "hydra/")))
+    ]
     try:
         parsed = OverridesParser.create().parse_overrides(plain)
     except Exception as exc:

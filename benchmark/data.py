@@ -370,6 +370,7 @@ def _load_npz(spec: DataSpec) -> RawData:
         else [str(i) for i in range(int(y.max()) + 1)]
     )
     groups = pd.DataFrame(
-        {k: v.reshape(-1) for k, v in arrays.items() if v.ndim == 1 and len(v) == len(y)}
+        {k: v.reshape(-1) for k, v in arrays.items() if v.ndim == 1 and len(v) == len(y)},
+        index=pd.RangeIndex(len(y)),
     )
     return RawData(x=x, y=y, classes=classes, groups=groups)

@@ -102,20 +102,42 @@ def write_checkpoint(path: Path, size: int = 8, classes: int = 3, seed: int = 0)
     return path
 
 
-def tiny_overrides(ckpt: Path, npz: Path, size: int = 8, classes: int = 3) -> list[str]:
-    """Overrides that point `rtb run` at a tiny npz dataset and a TinyMLP checkpoint."""
-    m = "model.mnist_cnn_v1"
+TINY_MODEL_YAML = """\
+tiny_{version}:
+  name: tiny
+  version: {version}
+  architecture:
+    _target_: benchmark.nets.TinyMLP
+    in_features: {features}
+    num_classes: {classes}
+    hidden: 16
+  checkpoint: {ckpt}
+  format: state_dict
+  num_classes: {classes}
+  input_shape: [1, {size}, {size}]
+"""
+
+
+def write_tiny_conf(root: Path, ckpt: Path, size: int = 8, classes: int = 3,
+                    versions: tuple[str, ...] = ("v1",)) -> Path:
+    """A config dir with ``model/tiny_<version>.yaml`` entries, for ``hydra.searchpath``."""
+    (root / "model").mkdir(parents=True, exist_ok=True)
+    for v in versions:
+        (root / "model" / f"tiny_{v}.yaml").write_text(TINY_MODEL_YAML.format(
+            version=v, features=size * size, classes=classes, ckpt=ckpt, size=size))
+    return root
+
+
+def tiny_overrides(ckpt: Path, npz: Path, size: int = 8, classes: int = 3,
+                   versions: tuple[str, ...] = ("v1",)) -> list[str]:
+    """Overrides that point `rtb run` at a tiny npz dataset and TinyMLP version(s)
+    (all versions share the checkpoint unless the caller rewrites the YAML)."""
+    conf = write_tiny_conf(ckpt.parent / "tiny_conf", ckpt, size, classes, versions)
     return [
+        f"hydra.searchpath=[file://{conf}]",
         "data=npz",
         f"data.root={npz}",
-        "model=[mnist_cnn_v1]",
-        f"{m}.name=tiny",
-        f"{m}.architecture={{_target_:benchmark.nets.TinyMLP,in_features:{size * size},"
-        f"num_classes:{classes},hidden:16}}",
-        f"{m}.checkpoint={ckpt}",
-        f"{m}.sha256=null",
-        f"{m}.num_classes={classes}",
-        f"{m}.input_shape=[1,{size},{size}]",
+        f"model=[{','.join('tiny_' + v for v in versions)}]",
         "attack=[fgsm]",
         "attack.fgsm.eps=[0.1,0.3]",
         "batch_size=16",
