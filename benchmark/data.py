@@ -9,6 +9,7 @@ seeded stratified subset and the fingerprint that all loaders share.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,68 +232,169 @@ def _require_root(spec: DataSpec, expected_files: str) -> Path:
     return root
 
 
-def _torchvision_dataset(spec: DataSpec, cls_name: str, expected_files: str,
-                         **kwargs: Any) -> RawData:
-    import torchvision.datasets as tvd
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only plain containers and numpy arrays: the CIFAR python
+    batches need nothing else, and a data file is not a way to run code."""
 
-    root = _require_root(spec, expected_files)
-    cls = getattr(tvd, cls_name)
-    try:
-        ds = cls(root=str(root), download=False, **kwargs)
-    except (RuntimeError, FileNotFoundError, OSError) as exc:
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_pickle(spec: DataSpec, path: Path, expected: str) -> dict[str, Any]:
+    if not path.is_file():
         raise DataError(
-            f"Dataset {spec.name!r}: could not read {cls_name} from {str(root)!r}; "
-            f"expected {expected_files} ({exc})."
+            f"Dataset {spec.name!r}: file {str(path)!r} not found; expected {expected}."
+        )
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as exc:
+        raise DataError(
+            f"Dataset {spec.name!r}: could not read {str(path)!r} as a CIFAR python batch ({exc})."
         ) from None
-    data = ds.data
-    data = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-    targets = getattr(ds, "targets", None)
-    if targets is None:
-        targets = ds.labels
-    y = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
-    classes = [str(c) for c in getattr(ds, "classes", [])] or [
-        str(i) for i in range(int(y.max()) + 1)
-    ]
-    return RawData(x=_to_nchw(data, spec.name), y=y, classes=classes)
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"Dataset {spec.name!r}: expected a dict in {str(path)!r}, but got {type(obj).__name__}."
+        )
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _cifar(spec: DataSpec, folder: str, files: dict[str, list[str]], meta_file: str,
+           label_key: str, names_key: str) -> RawData:
+    expected = f"{folder}/ with {', '.join(files['train'] + files['test'])} and {meta_file}"
+    root = _require_root(spec, expected)
+    base = root / folder if (root / folder).is_dir() else root
+    if spec.split not in files:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected `split` to be 'train' or 'test', but got {spec.split!r}."
+        )
+    xs, ys = [], []
+    for name in files[spec.split]:
+        batch = _read_pickle(spec, base / name, expected)
+        if "data" not in batch or label_key not in batch:
+            raise DataError(
+                f"Dataset {spec.name!r}: expected keys 'data' and {label_key!r} in "
+                f"{str(base / name)!r}, but got {sorted(batch)}."
+            )
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+    meta = _read_pickle(spec, base / meta_file, expected)
+    classes = [str(c) for c in meta.get(names_key, [])]
+    y = torch.from_numpy(np.concatenate(ys))
+    if not classes:
+        classes = [str(i) for i in range(int(y.max()) + 1)]
+    return RawData(x=_to_nchw(np.concatenate(xs), spec.name), y=y, classes=classes)
 
 
 @register_loader("cifar10")
 def _load_cifar10(spec: DataSpec) -> RawData:
-    return _torchvision_dataset(
-        spec, "CIFAR10", "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta",
-        train=spec.split == "train",
+    return _cifar(
+        spec, "cifar-10-batches-py",
+        {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+        "batches.meta", "labels", "label_names",
     )
 
 
 @register_loader("cifar100")
 def _load_cifar100(spec: DataSpec) -> RawData:
-    return _torchvision_dataset(
-        spec, "CIFAR100", "cifar-100-python/ with train, test and meta",
-        train=spec.split == "train",
+    return _cifar(
+        spec, "cifar-100-python", {"train": ["train"], "test": ["test"]},
+        "meta", "fine_labels", "fine_label_names",
     )
+
+
+def _read_idx(spec: DataSpec, path: Path, expected: str) -> np.ndarray:
+    """An IDX file (the MNIST format), optionally gzipped."""
+    import gzip
+
+    candidates = [path, path.with_name(path.name + ".gz")]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise DataError(
+            f"Dataset {spec.name!r}: file {str(path)!r} not found; expected {expected}."
+        )
+    opener = gzip.open if found.suffix == ".gz" else open
+    with opener(found, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected an IDX file of unsigned bytes in {str(found)!r}, "
+            f"but the header is {raw[:4]!r}."
+        )
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(
+            f"Dataset {spec.name!r}: {str(found)!r} declares shape {dims} but holds "
+            f"{data.size} values."
+        )
+    return data.reshape(dims)
+
+
+def _idx_dataset(spec: DataSpec, folder: str, classes: list[str]) -> RawData:
+    prefix = "train" if spec.split == "train" else "t10k"
+    names = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    expected = f"{folder}/raw/ with {names[0]} and {names[1]} (optionally .gz)"
+    root = _require_root(spec, expected)
+    base = next((d for d in (root / folder / "raw", root / folder, root)
+                 if (d / names[0]).is_file() or (d / (names[0] + ".gz")).is_file()),
+                root / folder / "raw")
+    images = _read_idx(spec, base / names[0], expected)
+    labels = _read_idx(spec, base / names[1], expected)
+    return RawData(x=_to_nchw(images, spec.name),
+                   y=torch.from_numpy(labels.astype(np.int64).reshape(-1)), classes=classes)
 
 
 @register_loader("mnist")
 def _load_mnist(spec: DataSpec) -> RawData:
-    return _torchvision_dataset(
-        spec, "MNIST", "MNIST/raw/ with the idx files (t10k-images-idx3-ubyte, ...)",
-        train=spec.split == "train",
-    )
+    return _idx_dataset(spec, "MNIST", [str(i) for i in range(10)])
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
 
 
 @register_loader("fashion_mnist")
 def _load_fashion_mnist(spec: DataSpec) -> RawData:
-    return _torchvision_dataset(
-        spec, "FashionMNIST", "FashionMNIST/raw/ with the idx files (t10k-images-idx3-ubyte, ...)",
-        train=spec.split == "train",
-    )
+    return _idx_dataset(spec, "FashionMNIST", FASHION_CLASSES)
 
 
 @register_loader("svhn")
 def _load_svhn(spec: DataSpec) -> RawData:
-    return _torchvision_dataset(
-        spec, "SVHN", "train_32x32.mat / test_32x32.mat", split=spec.split
-    )
+    from scipy.io import loadmat
+
+    name = f"{spec.split}_32x32.mat"
+    root = _require_root(spec, f"{name} (the cropped-digits format)")
+    path = root / name
+    if not path.is_file():
+        raise DataError(
+            f"Dataset {spec.name!r}: file {str(path)!r} not found; expected {name} "
+            "(the cropped-digits format)."
+        )
+    try:
+        mat = loadmat(str(path))
+    except (ValueError, OSError, NotImplementedError) as exc:
+        raise DataError(f"Dataset {spec.name!r}: could not read {str(path)!r} ({exc}).") from None
+    if "X" not in mat or "y" not in mat:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected arrays X and y in {str(path)!r}, "
+            f"but got {sorted(k for k in mat if not k.startswith('__'))}."
+        )
+    x = np.transpose(np.asarray(mat["X"], dtype=np.uint8), (3, 2, 0, 1))
+    y = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10  # SVHN stores digit 0 as 10
+    return RawData(x=_to_nchw(x, spec.name), y=torch.from_numpy(y),
+                   classes=[str(i) for i in range(10)])
 
 
 @register_loader("image_folder")
