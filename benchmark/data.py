@@ -289,7 +289,7 @@ def _cifar(spec: DataSpec, folder: str, files: dict[str, list[str]], meta_file: 
         xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch[label_key], dtype=np.int64))
     meta = _read_pickle(spec, base / meta_file, expected)
-    classes = [str(c) for c in meta.get(names_key, [])]
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(names_key, [])]
     y = torch.from_numpy(np.concatenate(ys))
     if not classes:
         classes = [str(i) for i in range(int(y.max()) + 1)]
@@ -339,7 +339,7 @@ def _read_idx(spec: DataSpec, path: Path, expected: str) -> np.ndarray:
             f"Dataset {spec.name!r}: {str(found)!r} declares shape {dims} but holds "
             f"{data.size} values."
         )
-    return data.reshape(dims)
+    return data.reshape(dims).copy()
 
 
 def _idx_dataset(spec: DataSpec, folder: str, classes: list[str]) -> RawData:
