@@ -82,7 +82,12 @@ def build_architecture(spec: ModelSpec) -> nn.Module:
 def _load_state_dict(spec: ModelSpec, path: Path) -> Mapping[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not spec.trust_checkpoint)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc) and "can still be loaded" not in str(exc):
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} of {spec.ref} could not be read as a torch file "
+                f"(it is corrupt or not a checkpoint): {str(exc).splitlines()[-1][:200]}"
+            ) from None
         raise CheckpointError(
             f"Checkpoint {str(path)!r} of {spec.ref} needs full unpickling, which can run "
             f"arbitrary code; refusing. If you trust this file, set "
