@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from benchmark.errors import UserError
+from benchmark.store import store_main
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ fails less.
 Commands:
   run      run a benchmark; Hydra overrides pass through (rtb run --help)
   list     list datasets, model versions and attacks from the config groups
+  store    list, export or rebuild the results store (rtb store --help)
 
 Examples:
   rtb run                                   # default: mnist_cnn@v1 vs @v2, FGSM + PGD
@@ -106,6 +108,7 @@ def list_main(args: Sequence[str]) -> int:
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "list": list_main,
+    "store": store_main,
 }
 
 

@@ -191,5 +191,9 @@ def run_benchmark(
         checks=checks,
     )
     write_record(out_dir, record, outcomes)
+    if spec.store:  # the run's files are written first: the store can be rebuilt from them
+        from benchmark.store import save_run_dir
+
+        save_run_dir(spec.store, out_dir)
     return RunResult(record=record, outcomes=outcomes, evalset=data, models=models,
                      out_dir=out_dir)

@@ -1,0 +1,762 @@
+"""The results store: every run's record, tidy measurements and per-sample
+outcomes in one embedded SQLite database (one file per project).
+
+``compare``, ``gate`` and ``report`` read only the store. The per-run files
+(``record.json`` + ``outcomes.parquet`` in each Hydra run directory) remain the
+source of truth: ``rtb store rebuild`` recreates the store from them.
+
+Concurrency and safety: WAL journal, a busy timeout plus retry with backoff
+around every transaction, and one ``BEGIN IMMEDIATE`` transaction per run, so
+parallel sweep jobs never see "database is locked", and a writer killed
+mid-run leaves no partial run behind. The schema version lives in
+``PRAGMA user_version`` and migrates forward on open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from benchmark.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+STORE_ENV = "RTB_STORE"
+DEFAULT_STORE = "rtb.sqlite"
+DEFAULT_TIMEOUT_S = 120.0
+
+T = TypeVar("T")
+
+#: Forward migrations: entry ``i`` takes the schema from version ``i`` to ``i + 1``.
+#: Each is a function run inside the migrating transaction.
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated DDL inside the current transaction (``executescript``
+    would commit it first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    """Runs, model versions per run, tidy measurements, per-sample outcomes."""
+    _execute_script(conn, """
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            run_key TEXT,
+            config_hash TEXT,
+            data_name TEXT,
+            data_fingerprint TEXT,
+            n_samples INTEGER,
+            started TEXT,
+            finished TEXT,
+            sweep_id TEXT,
+            status TEXT NOT NULL DEFAULT 'finished',
+            run_dir TEXT,
+            record TEXT NOT NULL,
+            stored_at TEXT NOT NULL
+        );
+        CREATE INDEX runs_run_key ON runs(run_key);
+        CREATE INDEX runs_fingerprint ON runs(data_fingerprint);
+        CREATE INDEX runs_sweep ON runs(sweep_id);
+        CREATE INDEX runs_started ON runs(started);
+        CREATE TABLE models (
+            run_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            sha256 TEXT,
+            PRIMARY KEY (run_id, key)
+        );
+        CREATE INDEX models_name_version ON models(name, version);
+        CREATE TABLE measurements (
+            run_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            version TEXT NOT NULL,
+            family TEXT NOT NULL,
+            threat TEXT NOT NULL,
+            param REAL,
+            group_feature TEXT NOT NULL DEFAULT '',
+            group_value TEXT NOT NULL DEFAULT '',
+            metric TEXT NOT NULL,
+            value REAL,
+            n INTEGER,
+            ci_low REAL,
+            ci_high REAL,
+            definition TEXT
+        );
+        CREATE INDEX measurements_run ON measurements(run_id);
+        CREATE TABLE outcomes (
+            run_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            version TEXT NOT NULL,
+            family TEXT NOT NULL,
+            threat TEXT NOT NULL,
+            param REAL,
+            sample INTEGER NOT NULL,
+            pred INTEGER,
+            correct INTEGER NOT NULL,
+            extras TEXT
+        );
+        CREATE INDEX outcomes_run ON outcomes(run_id, model, version);
+    """)
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    """A ``checks`` table (validation and reliability results), backfilled
+    from the records already stored."""
+    conn.execute("""
+        CREATE TABLE checks (
+            run_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            subject TEXT NOT NULL DEFAULT '',
+            message TEXT,
+            evidence TEXT
+        )""")
+    conn.execute("CREATE INDEX checks_run ON checks(run_id)")
+    for run_id, record in conn.execute("SELECT run_id, record FROM runs").fetchall():
+        conn.executemany(_INSERT_CHECK, _check_rows(run_id, json.loads(record)))
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+TABLES: tuple[str, ...] = ("runs", "models", "measurements", "outcomes", "checks")
+
+_INSERT_RUN = (
+    "INSERT INTO runs (run_id, name, run_key, config_hash, data_name, data_fingerprint, "
+    "n_samples, started, finished, sweep_id, status, run_dir, record, stored_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_MODEL = "INSERT INTO models (run_id, key, name, version, sha256) VALUES (?, ?, ?, ?, ?)"
+_INSERT_MEASUREMENT = (
+    "INSERT INTO measurements (run_id, model, version, family, threat, param, group_feature, "
+    "group_value, metric, value, n, ci_low, ci_high, definition) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_OUTCOME = (
+    "INSERT INTO outcomes (run_id, model, version, family, threat, param, sample, pred, "
+    "correct, extras) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_CHECK = (
+    "INSERT INTO checks (run_id, name, status, subject, message, evidence) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+OUTCOME_BASE_COLUMNS: tuple[str, ...] = (
+    "model", "version", "family", "threat", "param", "sample", "pred", "correct",
+)
+
+
+# ----------------------------------------------------------------------------- paths
+
+def launch_dir() -> Path:
+    """The directory the user launched rtb from (Hydra's original cwd inside a job)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            from hydra.utils import get_original_cwd
+
+            return Path(get_original_cwd())
+    except (ImportError, ValueError):
+        pass
+    return Path.cwd()
+
+
+def resolve_store_path(value: str | os.PathLike[str] | None = None) -> Path:
+    """The store file: ``value`` (``--store`` / the ``store:`` config key), else
+    ``$RTB_STORE``, else ``rtb.sqlite``; relative paths count from the launch
+    directory."""
+    raw = os.fspath(value) if value else os.environ.get(STORE_ENV) or DEFAULT_STORE
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else launch_dir() / path
+
+
+# ----------------------------------------------------------------------------- rows
+
+def _num(v: Any) -> float | None:
+    """A float for SQLite, with None for missing / NaN."""
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default, separators=(",", ":"))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def _check_rows(run_id: str, record: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
+    for c in record.get("checks") or []:
+        yield (run_id, str(c.get("check", "")), str(c.get("status", "")),
+               str(c.get("subject", "") or ""), c.get("message"), _json(c.get("evidence", {})))
+
+
+def _measurement_rows(run_id: str, record: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
+    for m in record.get("measurements") or []:
+        yield (run_id, m["model"], str(m["version"]), m["family"], m["threat"], _num(m.get("param")),
+               m.get("group_feature") or "", str(m.get("group_value") or ""), m["metric"],
+               _num(m.get("value")), m.get("n"), _num(m.get("ci_low")), _num(m.get("ci_high")),
+               m.get("definition") or "")
+
+
+def _outcome_rows(run_id: str, outcomes: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
+    """One tuple per (model, threat, sample); columns beyond the base ones go
+    into a JSON object (NaN entries left out)."""
+    if outcomes is None or len(outcomes) == 0:
+        return
+    missing = [c for c in OUTCOME_BASE_COLUMNS if c not in outcomes.columns]
+    if missing:
+        raise StoreError(
+            f"Expected outcomes with columns {', '.join(OUTCOME_BASE_COLUMNS)}, but "
+            f"{', '.join(missing)} missing."
+        )
+    extra_cols = [c for c in outcomes.columns if c not in OUTCOME_BASE_COLUMNS]
+    base = outcomes[list(OUTCOME_BASE_COLUMNS)].itertuples(index=False, name=None)
+    extras = outcomes[extra_cols].itertuples(index=False, name=None) if extra_cols else None
+    for row in base:
+        model, version, family, threat, param, sample, pred, correct = row
+        ex = None
+        if extras is not None:
+            vals = next(extras)
+            d = {k: float(v) for k, v in zip(extra_cols, vals, strict=True)
+                 if v is not None and not (isinstance(v, float) and math.isnan(v))}
+            ex = _json(d) if d else None
+        yield (run_id, model, str(version), family, threat, _num(param), int(sample),
+               None if pred is None else int(pred), int(bool(correct)), ex)
+
+
+def _sweep_id(record: Mapping[str, Any]) -> str | None:
+    sid = record.get("sweep_id") or (record.get("extra") or {}).get("sweep_id")
+    return str(sid) if sid else None
+
+
+# ----------------------------------------------------------------------------- store
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc).lower()
+    return "locked" in msg or "busy" in msg
+
+
+class Store:
+    """One SQLite results store. Use as a context manager or call ``close``."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
+                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        if self.path.is_dir():
+            raise StoreError(
+                f"Expected the store to be an SQLite file, but {str(self.path)!r} is a directory."
+            )
+        if not self.path.exists():
+            if not create:
+                raise StoreError(
+                    f"No results store at {str(self.path)!r}; run `rtb run` first, or point "
+                    f"--store / ${STORE_ENV} at an existing store."
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                         check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the results store {str(self.path)!r}: {exc}.") from None
+        try:
+            self._retry(self._setup)
+            self._retry(self._migrate)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise StoreError(
+                f"Expected {str(self.path)!r} to be an rtb results store (SQLite), but "
+                f"opening it failed: {exc}."
+            ) from None
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- plumbing
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``, retrying with jittered backoff while the database is busy."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.02
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    if _is_busy(exc):
+                        raise StoreError(
+                            f"The results store {str(self.path)!r} stayed busy for "
+                            f"{self.timeout:g} s ({exc})."
+                        ) from None
+                    raise
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.5)
+
+    def _setup(self) -> None:
+        c = self._conn
+        c.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("Store %s runs in journal mode %s, not WAL", self.path, mode)
+        c.execute("PRAGMA synchronous = NORMAL")
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), retried while busy."""
+
+        def attempt() -> T:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = body(self._conn)
+                self._conn.execute("COMMIT")
+                return out
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+        return self._retry(attempt)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._retry(lambda: self._conn.execute(sql, params).fetchall())
+
+    def _frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        def q() -> pd.DataFrame:
+            cur = self._conn.execute(sql, params)
+            cols = [d[0] for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=cols)
+
+        return self._retry(q)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._read("PRAGMA user_version")[0][0])
+
+    def _migrate(self) -> None:
+        if self.schema_version == SCHEMA_VERSION:
+            return
+
+        def body(conn: sqlite3.Connection) -> None:
+            current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"The results store {str(self.path)!r} has schema version {current}, newer "
+                    f"than this rtb understands ({SCHEMA_VERSION}); upgrade rtb."
+                )
+            for version in range(current, SCHEMA_VERSION):
+                log.info("Migrating store %s to schema version %d", self.path, version + 1)
+                MIGRATIONS[version](conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        self._write(body)
+
+    # -- writing
+
+    def save_run(self, record: Mapping[str, Any], outcomes: pd.DataFrame | None = None, *,
+                 run_dir: str | os.PathLike[str] | None = None, sweep_id: str | None = None,
+                 status: str = "finished") -> str:
+        """Store one run (record dict as in ``record.json`` plus its outcomes
+        frame) in one transaction; a run with the same id is replaced."""
+        run_id = _record_id(record)
+        frame = outcomes if outcomes is not None else pd.DataFrame()
+        self._write(lambda conn: _insert_run(conn, record, frame, run_dir, sweep_id, status))
+        log.info("Stored run %s in %s", run_id, self.path)
+        return run_id
+
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        ids = list(run_ids)
+
+        def body(conn: sqlite3.Connection) -> None:
+            for r in ids:
+                _delete_run(conn, r)
+
+        self._write(body)
+
+    # -- reading
+
+    def runs(self, *, model: str | None = None, version: str | None = None,
+             sweep_id: str | None = None, run_key: str | None = None,
+             fingerprint: str | None = None, status: str | None = None) -> pd.DataFrame:
+        """One row per run (without the record JSON), oldest first; filters combine."""
+        where, params = [], []
+        for col, val in (("sweep_id", sweep_id), ("run_key", run_key),
+                         ("data_fingerprint", fingerprint), ("status", status)):
+            if val is not None:
+                where.append(f"r.{col} = ?")
+                params.append(val)
+        if model is not None or version is not None:
+            sub, sub_params = [], []
+            if model is not None:
+                sub.append("m.name = ?")
+                sub_params.append(model)
+            if version is not None:
+                sub.append("m.version = ?")
+                sub_params.append(version)
+            where.append("EXISTS (SELECT 1 FROM models m WHERE m.run_id = r.run_id AND "
+                         + " AND ".join(sub) + ")")
+            params.extend(sub_params)
+        sql = (
+            "SELECT r.run_id, r.name, r.run_key, r.config_hash, r.data_name, r.data_fingerprint, "
+            "r.n_samples, r.started, r.finished, r.sweep_id, r.status, r.run_dir, "
+            "(SELECT group_concat(key, ' ') FROM (SELECT key FROM models m2 "
+            " WHERE m2.run_id = r.run_id ORDER BY key)) AS models "
+            "FROM runs r" + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY r.started, r.run_id"
+        )
+        return self._frame(sql, params)
+
+    def run_ids(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT run_id FROM runs ORDER BY started, run_id")]
+
+    def has_run_key(self, run_key: str) -> bool:
+        """Whether a finished run with this content key is stored (for resumable sweeps)."""
+        return bool(self._read(
+            "SELECT 1 FROM runs WHERE run_key = ? AND status = 'finished' LIMIT 1", (run_key,)))
+
+    def resolve_run(self, ref: str) -> str:
+        """A run id from an exact id or a unique prefix of one."""
+        rows = self._read("SELECT run_id FROM runs WHERE run_id = ?", (ref,))
+        if rows:
+            return str(rows[0][0])
+        like = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._read("SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' "
+                          "ORDER BY run_id", (like,))
+        if len(rows) == 1:
+            return str(rows[0][0])
+        if not rows:
+            raise StoreError(
+                f"Unknown run {ref!r} in {str(self.path)!r}; expected a run id from `rtb store list`."
+            )
+        raise StoreError(
+            f"Run prefix {ref!r} is ambiguous; it matches {', '.join(r[0] for r in rows[:5])}"
+            + (" ..." if len(rows) > 5 else "") + "."
+        )
+
+    def record(self, run_id: str) -> dict[str, Any]:
+        """The full record of one run, as written to ``record.json``."""
+        rows = self._read("SELECT record FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise StoreError(f"Unknown run {run_id!r}; expected a run id from `rtb store list`.")
+        return dict(json.loads(rows[0][0]))
+
+    def models(self, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        return self._by_runs("SELECT * FROM models", run_ids, "run_id, key")
+
+    def measurements(self, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Tidy measurement rows (``param`` NaN where a threat has none)."""
+        df = self._by_runs("SELECT * FROM measurements", run_ids, "rowid")
+        return df.astype({"param": float, "value": float, "ci_low": float, "ci_high": float})
+
+    def checks(self, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        df = self._by_runs("SELECT * FROM checks", run_ids, "rowid")
+        df["evidence"] = [json.loads(e) if isinstance(e, str) else {} for e in df["evidence"]]
+        return df
+
+    def outcomes(self, run_ids: Sequence[str] | str | None = None, *, model: str | None = None,
+                 version: str | None = None) -> pd.DataFrame:
+        """Per-sample outcomes, one row per (run, model, threat, sample), with the
+        threat's extras (norms, distances, ...) expanded into columns."""
+        if isinstance(run_ids, str):
+            run_ids = [run_ids]
+        where, params = [], []
+        if model is not None:
+            where.append("model = ?")
+            params.append(model)
+        if version is not None:
+            where.append("version = ?")
+            params.append(version)
+        df = self._by_runs("SELECT * FROM outcomes", run_ids, "rowid", where, params)
+        return expand_extras(df)
+
+    def frame(self, table: str, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """One whole table as a pandas DataFrame (``runs`` includes the record JSON)."""
+        if table not in TABLES:
+            raise StoreError(f"Unknown store table {table!r}; expected one of: {', '.join(TABLES)}.")
+        if table == "outcomes":
+            return self.outcomes(run_ids)
+        if table == "measurements":
+            return self.measurements(run_ids)
+        order = "started, run_id" if table == "runs" else "rowid"
+        return self._by_runs(f"SELECT * FROM {table}", run_ids, order)
+
+    def _by_runs(self, select: str, run_ids: Sequence[str] | None, order: str,
+                 where: list[str] | None = None, params: list[Any] | None = None) -> pd.DataFrame:
+        where = list(where or [])
+        params = list(params or [])
+        if run_ids is not None:
+            ids = list(run_ids)
+            where.append(f"run_id IN ({', '.join('?' * len(ids))})" if ids else "0")
+            params.extend(ids)
+        sql = select + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+        return self._frame(sql, params)
+
+    def integrity_problems(self) -> list[str]:
+        """What is inconsistent: SQLite's integrity check plus rows without a run."""
+        problems = [r[0] for r in self._read("PRAGMA integrity_check") if r[0] != "ok"]
+        for table in ("models", "measurements", "outcomes", "checks"):
+            n = self._read(f"SELECT count(*) FROM {table} WHERE run_id NOT IN "
+                           "(SELECT run_id FROM runs)")[0][0]
+            if n:
+                problems.append(f"{n} {table} rows belong to no run")
+        return problems
+
+
+def _record_id(record: Mapping[str, Any]) -> str:
+    run_id = record.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise StoreError(f"Expected a record with a non-empty `run_id`, but got {run_id!r}.")
+    return run_id
+
+
+def _insert_run(conn: sqlite3.Connection, record: Mapping[str, Any], outcomes: pd.DataFrame,
+                run_dir: str | os.PathLike[str] | None, sweep_id: str | None,
+                status: str) -> str:
+    """Replace-or-insert every row of one run (inside the caller's transaction)."""
+    run_id = _record_id(record)
+    data = record.get("data") or {}
+    _delete_run(conn, run_id)
+    conn.execute(_INSERT_RUN, (
+        run_id, str(record.get("name", "")), record.get("run_key"), record.get("config_hash"),
+        data.get("name"), data.get("fingerprint"), data.get("n"), record.get("started"),
+        record.get("finished"), sweep_id or _sweep_id(record), status,
+        None if run_dir is None else str(Path(run_dir).resolve()), _json(record),
+        datetime.now(timezone.utc).isoformat(),
+    ))
+    conn.executemany(_INSERT_MODEL, [
+        (run_id, key, str(m.get("name", "")), str(m.get("version", "")), m.get("sha256"))
+        for key, m in (record.get("models") or {}).items()])
+    conn.executemany(_INSERT_MEASUREMENT, _measurement_rows(run_id, record))
+    conn.executemany(_INSERT_CHECK, _check_rows(run_id, record))
+    conn.executemany(_INSERT_OUTCOME, _outcome_rows(run_id, outcomes))
+    return run_id
+
+
+def _delete_run(conn: sqlite3.Connection, run_id: str) -> None:
+    for table in ("outcomes", "measurements", "checks", "models", "runs"):
+        conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+
+
+def expand_extras(df: pd.DataFrame) -> pd.DataFrame:
+    """Turn the JSON ``extras`` column of outcome rows into float columns."""
+    if "extras" not in df.columns:
+        return df
+    parsed = [json.loads(e) if isinstance(e, str) else {} for e in df["extras"]]
+    out = df.drop(columns=["extras"])
+    out["correct"] = out["correct"].astype(bool)
+    out["param"] = out["param"].astype(float)
+    keys: list[str] = []
+    for d in parsed:
+        for k in d:
+            if k not in keys:
+                keys.append(k)
+    for k in keys:
+        out[k] = [float(d.get(k, math.nan)) for d in parsed]
+    return out
+
+
+def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    """Open the store at ``path`` (or the default, see ``resolve_store_path``)."""
+    return Store(resolve_store_path(path), create=create)
+
+
+# ----------------------------------------------------------------------------- run dirs
+
+def read_run_dir(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``record.json`` and ``outcomes.parquet`` of one run directory."""
+    from benchmark.record import OUTCOMES_FILE, RECORD_FILE
+
+    try:
+        record = json.loads((run_dir / RECORD_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"Cannot read {str(run_dir / RECORD_FILE)!r}: {exc}.") from None
+    path = run_dir / OUTCOMES_FILE
+    try:
+        outcomes = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"Cannot read {str(path)!r}: {exc}.") from None
+    return record, outcomes
+
+
+def save_run_dir(store: str | os.PathLike[str] | None, run_dir: str | os.PathLike[str], *,
+                 sweep_id: str | None = None) -> str:
+    """Store the run written into ``run_dir`` (the runner's hook after ``write_record``)."""
+    run_dir = Path(run_dir)
+    record, outcomes = read_run_dir(run_dir)
+    with open_store(store) as s:
+        return s.save_run(record, outcomes, run_dir=run_dir, sweep_id=sweep_id)
+
+
+def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Every directory under ``roots`` holding a ``record.json``."""
+    from benchmark.record import RECORD_FILE
+
+    found: set[Path] = set()
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise StoreError(f"Expected an existing run directory, but {str(root)!r} does not exist.")
+        if (root / RECORD_FILE).is_file():
+            found.add(root)
+        found.update(p.parent for p in root.rglob(RECORD_FILE))
+    return sorted(found)
+
+
+def rebuild(store: str | os.PathLike[str] | None, roots: Iterable[str | os.PathLike[str]], *,
+            fresh: bool = False) -> list[str]:
+    """Re-read the runs under ``roots`` into the store, in one transaction.
+
+    Without ``fresh`` the runs found are added or replaced and every other run
+    stays; with ``fresh`` the store holds exactly the runs found afterwards.
+    """
+    dirs = find_run_dirs(roots)
+    loaded = [(d, *read_run_dir(d)) for d in dirs]
+    with open_store(store) as s:
+        def body(conn: sqlite3.Connection) -> list[str]:
+            if fresh:
+                for table in ("outcomes", "measurements", "checks", "models", "runs"):
+                    conn.execute(f"DELETE FROM {table}")
+            return [_insert_run(conn, record, outcomes, d, None, "finished")
+                    for d, record, outcomes in loaded]
+
+        return s._write(body)
+
+
+EXPORT_FORMATS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+    "csv": lambda df, p: df.to_csv(p, index=False),
+    "parquet": lambda df, p: df.to_parquet(p, index=False),
+}
+
+
+def export(store: Store, table: str, path: str | os.PathLike[str], fmt: str | None = None,
+           run_ids: Sequence[str] | None = None) -> int:
+    """Write one table to CSV or Parquet (format from ``fmt`` or the suffix); returns rows."""
+    path = Path(path)
+    fmt = fmt or path.suffix.lstrip(".").lower()
+    if fmt not in EXPORT_FORMATS:
+        raise StoreError(
+            f"Expected an export format in: {', '.join(EXPORT_FORMATS)} (from --format or the "
+            f"file suffix), but got {fmt!r}."
+        )
+    df = store.frame(table, run_ids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    EXPORT_FORMATS[fmt](df, path)
+    return len(df)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+STORE_HELP = """\
+The results store: every run's record, measurements and per-sample outcomes in
+one SQLite file (default ./rtb.sqlite, or $RTB_STORE, or --store PATH).
+
+Examples:
+  rtb store list                              # runs, newest last
+  rtb store list --model mnist_cnn --version v2
+  rtb store export measurements m.csv         # csv or parquet, by suffix
+  rtb store export outcomes o.parquet --run 20240101-120000-ab12cd34
+  rtb store rebuild outputs multirun          # re-read run dirs into the store
+  rtb store rebuild outputs --fresh           # store = exactly the runs found
+  rtb store info                              # path, schema version, row counts
+"""
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="PATH", default=None,
+                        help=f"results store file (default: ${STORE_ENV} or ./{DEFAULT_STORE})")
+
+
+def store_main(args: Sequence[str]) -> int:
+    """``rtb store``: list, export, rebuild, info."""
+    parser = argparse.ArgumentParser(prog="rtb store", description=STORE_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p_list = sub.add_parser("list", help="list stored runs")
+    add_store_option(p_list)
+    p_list.add_argument("--model", help="only runs containing this model name")
+    p_list.add_argument("--version", help="only runs containing this version")
+    p_list.add_argument("--sweep", help="only runs of this sweep id")
+    p_exp = sub.add_parser("export", help="export a table to CSV or Parquet")
+    add_store_option(p_exp)
+    p_exp.add_argument("table", choices=TABLES)
+    p_exp.add_argument("path", help="output file; the suffix (.csv, .parquet) picks the format")
+    p_exp.add_argument("--format", choices=sorted(EXPORT_FORMATS), default=None)
+    p_exp.add_argument("--run", action="append", default=None, metavar="ID",
+                       help="only this run (repeatable; a unique prefix is enough)")
+    p_reb = sub.add_parser("rebuild", help="rebuild the store from run directories")
+    add_store_option(p_reb)
+    p_reb.add_argument("dirs", nargs="*", default=None,
+                       help="run directories or roots to search (default: outputs multirun)")
+    p_reb.add_argument("--fresh", action="store_true",
+                       help="drop stored runs that are not found under the given directories")
+    p_info = sub.add_parser("info", help="store path, schema version and row counts")
+    add_store_option(p_info)
+    ns = parser.parse_args(args)
+
+    if ns.action == "rebuild":
+        roots = ns.dirs or [d for d in ("outputs", "multirun") if (launch_dir() / d).exists()]
+        if not roots:
+            raise StoreError("No run directories given and none of ./outputs, ./multirun exist.")
+        ids = rebuild(ns.store, [launch_dir() / r for r in roots], fresh=ns.fresh)
+        print(f"rebuilt {len(ids)} run(s) into {resolve_store_path(ns.store)}")
+        return 0
+    with open_store(ns.store, create=False) as s:
+        if ns.action == "list":
+            df = s.runs(model=ns.model, version=ns.version, sweep_id=ns.sweep)
+            from benchmark.report import format_table
+
+            rows = [[r.run_id, r.name, str(r.data_name), str(r.data_fingerprint)[:12],
+                     str(r.models), str(r.sweep_id or ""), r.status] for r in df.itertuples()]
+            print(format_table(["run", "name", "data", "fingerprint", "models", "sweep", "status"],
+                               rows, align="lllllll"))
+        elif ns.action == "export":
+            ids = [s.resolve_run(r) for r in ns.run] if ns.run else None
+            n = export(s, ns.table, ns.path, ns.format, ids)
+            print(f"wrote {n} {ns.table} row(s) to {ns.path}")
+        elif ns.action == "info":
+            print(f"store: {s.path}\nschema version: {s.schema_version}")
+            for t in TABLES:
+                print(f"{t}: {s._read(f'SELECT count(*) FROM {t}')[0][0]} rows")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(store_main(sys.argv[1:]))
