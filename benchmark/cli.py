@@ -26,6 +26,7 @@ Commands:
   run      run a benchmark; Hydra overrides pass through (rtb run --help)
   list     list datasets, model versions and attacks from the config groups
   store    list, export or rebuild the results store (rtb store --help)
+  report   HTML or Markdown report of a run or a version comparison (rtb report --help)
 
 Examples:
   rtb run                                   # default: mnist_cnn@v1 vs @v2, FGSM + PGD
@@ -105,10 +106,18 @@ def list_main(args: Sequence[str]) -> int:
     return 0
 
 
+def report_main(args: Sequence[str]) -> int:
+    """``rtb report`` (benchmark.report_html); imported on use, it loads matplotlib."""
+    from benchmark.report_html import report_main as main_
+
+    return main_(args)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "list": list_main,
     "store": store_main,
+    "report": report_main,
 }
 
 

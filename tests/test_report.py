@@ -1,0 +1,355 @@
+"""``rtb report``: self-contained HTML, the Markdown variant, the numbers it
+shows, and its error paths.
+
+The runs are written with the real record writer from seeded per-sample
+outcomes; every number the report shows is checked against a recomputation
+from those outcomes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.cli import main
+from benchmark.record import RunRecord, write_record
+from benchmark.report_html import build_report, load_runs
+from benchmark.types import CheckResult, Measurement, Outcome, Threat
+from metrics.robustness import accuracy_measurements
+
+N = 60
+CLASSES = 3
+
+
+def _outcomes(version: str, skill: float, rng: np.random.Generator, corruption: bool
+              ) -> list[Outcome]:
+    """Seeded per-sample outcomes: accuracy falls with eps / severity, more for low skill."""
+    y = np.arange(N) % CLASSES
+    threats = [Threat("clean", "clean")]
+    threats += [Threat("attack", a, eps) for a in ("fgsm", "pgd_linf") for eps in (0.1, 0.2, 0.3)]
+    if corruption:
+        threats += [Threat("corruption", c, float(s)) for c in ("gaussian_noise", "brightness")
+                    for s in (1, 2, 3)]
+    out = []
+    for t in threats:
+        p_correct = skill * (1 - (t.param or 0) * (1.5 if t.family == "attack" else 0.15))
+        correct = rng.random(N) < max(p_correct, 0.02)
+        pred = np.where(correct, y, (y + 1) % CLASSES)
+        out.append(Outcome(model="tiny", version=version, threat=t, pred=pred, correct=correct))
+    return out
+
+
+def group_measurements(outcomes: list[Outcome], feature: str, groups: np.ndarray
+                       ) -> list[Measurement]:
+    """Per-group accuracy rows, computed here from the per-sample outcomes."""
+    rows = []
+    for o in outcomes:
+        for g in sorted(set(groups)):
+            m = groups == g
+            rows.append(Measurement(model=o.model, version=o.version, family=o.threat.family,
+                                    threat=o.threat.name, param=o.threat.param, metric="accuracy",
+                                    value=float(o.correct[m].mean()), n=int(m.sum()),
+                                    group_feature=feature, group_value=str(g)))
+    return rows
+
+
+def write_run(root: Path, *, versions: tuple[str, ...] = ("v1", "v2"), seed: int = 0,
+              corruption: bool = True, groups: bool = True, checks: bool = True,
+              fingerprint: str = "f" * 64, run_id: str | None = None
+              ) -> tuple[Path, list[Outcome]]:
+    """A run directory written by the real record writer."""
+    rng = np.random.default_rng(seed)
+    outcomes = [o for i, v in enumerate(versions)
+                for o in _outcomes(v, 0.6 + 0.3 * i, rng, corruption)]
+    measurements = accuracy_measurements(outcomes)
+    if groups:
+        measurements += group_measurements(outcomes, "class", np.arange(N) % CLASSES)
+        measurements += group_measurements(outcomes, "brightness", np.where(np.arange(N) < 20,
+                                                                            "dark", "normal"))
+    check_rows = [
+        CheckResult("nan_inf", "pass", "no NaN or Inf in 60 samples", subject="data"),
+        CheckResult("input_range", "warn", "3 samples above 1.0", {"samples": [1, 2, 3]},
+                    subject="data"),
+        CheckResult("eval_mode", "fail", "BatchNorm in training mode", subject="tiny@v1"),
+    ] if checks else []
+    run_id = run_id or f"20240101-000000-{seed:08x}"
+    record = RunRecord(
+        run_id=run_id, name="default", started="2024-01-01T00:00:00", finished="2024-01-01T00:01:00",
+        config={"seed": seed, "data": {"name": "blobs"}, "note": "<b>not markup</b>"},
+        overrides=["data.n_samples=60", "seed=0"], config_hash="c" * 64, run_key="k" * 64,
+        models={f"tiny@{v}": {"name": "tiny", "version": v, "sha256": f"{i}" * 64,
+                              "checkpoint": f"/ckpt/{v}.pt"} for i, v in enumerate(versions)},
+        data={"name": "blobs", "fingerprint": fingerprint, "n": N, "classes": ["0", "1", "2"],
+              "shape": [1, 8, 8]},
+        seed=seed, device="cpu", env={"platform": "test-platform", "torch_threads": 1},
+        git={"commit": "abc123", "dirty": False}, measurements=measurements, checks=check_rows,
+    )
+    run_dir = root / run_id
+    write_record(run_dir, record, outcomes)
+    return run_dir, outcomes
+
+
+class _Html(HTMLParser):
+    """Collects every tag's attributes and the text of <style>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.style = ""
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.style += data
+
+
+def parse_html(text: str) -> _Html:
+    p = _Html()
+    p.feed(text)
+    return p
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Decode a PNG with matplotlib (an independent reader) and return (width, height)."""
+    import matplotlib.image as mpimg
+
+    arr = mpimg.imread(io.BytesIO(data), format="png")
+    return arr.shape[1], arr.shape[0]
+
+
+EXPECTED_PLOTS = {"robustness", "corruption-heatmap", "groups-class", "groups-brightness"}
+
+
+def test_html_is_self_contained_and_has_every_plot(tmp_path: Path, capsys) -> None:
+    run_dir, _ = write_run(tmp_path)
+    out = tmp_path / "r.html"
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    assert "4 plot(s)" in capsys.readouterr().out
+    text = out.read_text()
+    doc = parse_html(text)
+    plots = {}
+    for tag, attrs in doc.tags:
+        for key in ("src", "href", "srcset", "action", "data", "poster"):
+            value = attrs.get(key, "")
+            assert not re.match(r"\s*(https?:|//|file:)", value, re.I), (tag, key, value[:80])
+            if tag != "a" and key in ("src", "href") and value:
+                assert value.startswith("data:"), (tag, key, value[:80])
+        assert not (tag == "link" and "stylesheet" in attrs.get("rel", "")), attrs
+        assert tag != "script", "the report needs no script"
+        if tag == "img":
+            prefix = "data:image/png;base64,"
+            assert attrs["src"].startswith(prefix)
+            png = base64.b64decode(attrs["src"][len(prefix):], validate=True)
+            assert png_size(png) == (int(attrs["width"]), int(attrs["height"]))
+            plots[attrs["data-plot"]] = png
+    assert set(plots) == EXPECTED_PLOTS
+    assert "url(" not in doc.style and "@import" not in doc.style
+    # every in-page link points at an anchor of the page
+    ids = {a.get("id") for _, a in doc.tags}
+    for tag, attrs in doc.tags:
+        if tag == "a":
+            assert attrs["href"].startswith("#") and attrs["href"][1:] in ids
+
+
+def test_summary_table_recomputes_from_outcomes(tmp_path: Path) -> None:
+    run_dir, outcomes = write_run(tmp_path, corruption=False, groups=False)
+    report = build_report(load_runs([str(run_dir)]))
+    assert report.summary.headers[1:3] == ["tiny@v1", "tiny@v2"]
+    rows = {r[0]: r for r in report.summary.rows}
+    assert len(rows) == 1 + 6
+    for o in outcomes:
+        label = "clean" if o.threat.param is None else f"{o.threat.name} eps={o.threat.param:g}"
+        col = 1 if o.version == "v1" else 2
+        assert rows[label][col].startswith(f"{o.correct.mean():.3f} [")
+    by = {(o.version, o.threat.label): o.correct.mean() for o in outcomes}
+    delta = by[("v2", "pgd_linf@0.3")] - by[("v1", "pgd_linf@0.3")]
+    assert rows["pgd_linf eps=0.3"][3] == f"{delta:+.3f}"
+    assert [p.key for p in report.plots] == ["robustness"]
+    assert report.groups is None
+
+
+def test_group_table_names_worst_group(tmp_path: Path) -> None:
+    run_dir, outcomes = write_run(tmp_path, corruption=False)
+    report = build_report(load_runs([str(run_dir)]))
+    assert report.groups is not None
+    row = next(r for r in report.groups.rows
+               if r[0] == "class" and r[1] == "clean" and r[2] == "tiny@v1")
+    clean = next(o for o in outcomes if o.version == "v1" and o.threat.family == "clean")
+    acc = {str(g): clean.correct[np.arange(N) % CLASSES == g].mean() for g in range(CLASSES)}
+    worst = min(acc, key=lambda g: acc[g])
+    assert row[3] == f"{worst} ({acc[worst]:.3f})"
+    assert row[5] == f"{max(acc.values()) - acc[worst]:.3f}"
+
+
+def test_checks_and_provenance_in_html(tmp_path: Path) -> None:
+    run_dir, _ = write_run(tmp_path)
+    out = tmp_path / "r.html"
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    text = out.read_text()
+    for needle in ('class="status-fail">fail', 'class="status-warn">warn', "eval_mode",
+                   "BatchNorm in training mode", "0" * 64, "f" * 64, "c" * 64,
+                   "data.n_samples=60 seed=0", "abc123", "test-platform", "/ckpt/v2.pt",
+                   "&lt;b&gt;not markup&lt;/b&gt;"):
+        assert needle in text, needle
+    assert "<b>not markup</b>" not in text
+
+
+def test_markdown_variant_writes_plot_files(tmp_path: Path, capsys) -> None:
+    run_dir, _ = write_run(tmp_path)
+    out = tmp_path / "out" / "report.md"
+    out.parent.mkdir()
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    assert "4 image file(s)" in capsys.readouterr().out
+    text = out.read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {Path(link).stem for link in links} == EXPECTED_PLOTS
+    for link in links:
+        assert not link.startswith(("http", "/", "data:"))
+        w, h = png_size((out.parent / link).read_bytes())
+        assert w > 100 and h > 100
+    assert "| check | status |" in text and "| eval_mode | fail |" in text
+    assert "```json" in text and "<html" not in text
+    # --format wins over the suffix
+    assert main(["report", str(run_dir), "--format", "html", "-o", str(tmp_path / "x.md")]) == 0
+    assert (tmp_path / "x.md").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_compare_selects_and_orders_versions(tmp_path: Path, capsys) -> None:
+    run_dir, _ = write_run(tmp_path, versions=("v1", "v2", "v3"), corruption=False, groups=False)
+    report = build_report(load_runs([str(run_dir)]), compare=["v3", "tiny@v1"])
+    assert report.series == ["tiny@v3", "tiny@v1"]
+    assert report.summary.headers[-1] == "delta (tiny@v1 - tiny@v3)"
+    code = main(["report", str(run_dir), "--compare", "v9", "-o", str(tmp_path / "r.html")])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "'v9' is unknown" in err and "tiny@v1, tiny@v2, tiny@v3" in err
+
+
+def test_several_runs_on_different_data_are_flagged(tmp_path: Path) -> None:
+    a, _ = write_run(tmp_path, versions=("v1",), seed=1, fingerprint="a" * 64)
+    b, _ = write_run(tmp_path, versions=("v1", "v2"), seed=2, fingerprint="b" * 64)
+    report = build_report(load_runs([str(a), str(b / "record.json")]))
+    assert report.series == [f"tiny@v1 ({a.name})", f"tiny@v1 ({b.name})", "tiny@v2"]
+    assert len(report.notes) == 1 and "different data" in report.notes[0]
+    same = build_report(load_runs([str(a), str(a)]))
+    assert same.notes == [] and len(same.runs) == 1
+
+
+ERROR_CASES = {
+    "unknown_run": "Unknown run 'nosuchrun'",
+    "missing_dir": "does not exist",
+    "no_record": "has none",
+    "bad_record": "Cannot read",
+    "empty_record": "hold none",
+    "no_output_dir": "does not exist",
+    "no_run": "Expected a run directory",
+}
+
+
+def _error_case_args(tmp_path: Path, case: str) -> list[str]:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "record.json").write_text("{not json")
+    (tmp_path / "emptyrec").mkdir()
+    (tmp_path / "emptyrec" / "record.json").write_text(json.dumps({"run_id": "x", "measurements": []}))
+    if case == "no_output_dir":
+        write_run(tmp_path, run_id="good", corruption=False, groups=False)
+    args = {
+        "unknown_run": ["nosuchrun"],
+        "missing_dir": [str(tmp_path / "missing" / "run")],
+        "no_record": [str(empty)],
+        "bad_record": [str(tmp_path / "bad")],
+        "empty_record": [str(tmp_path / "emptyrec")],
+        "no_output_dir": [str(tmp_path / "good"), "-o", str(tmp_path / "nodir" / "r.html")],
+        "no_run": [],
+    }[case]
+    return ["report", *args, "--store", str(tmp_path / "nostore.sqlite")]
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_error_paths_exit_2_with_one_line(tmp_path: Path, capsys, case: str) -> None:
+    args = _error_case_args(tmp_path, case)
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rtb: error: "), captured.err
+    assert ERROR_CASES[case] in lines[0]
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_error_from_the_real_command_is_one_line(tmp_path: Path, run_cli) -> None:
+    res = run_cli("report", *_error_case_args(tmp_path, "unknown_run")[1:], timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "rtb: error: Unknown run 'nosuchrun': it is not a run directory, and there is no results "
+        f"store at {str(tmp_path / 'nostore.sqlite')!r} to look it up in."
+    ]
+
+
+def test_record_file_name_matches_the_writer() -> None:
+    from benchmark import record, report_html
+
+    assert report_html.RECORD_FILE == record.RECORD_FILE
+
+
+def test_report_help_teaches() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["report", "--help"])
+    assert exc.value.code == 0
+
+
+def test_help_lists_examples(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    out = capsys.readouterr().out
+    assert "--compare" in out and "rtb report" in out and "self-contained" in out
+
+
+def test_runs_from_the_store(tmp_path: Path, capsys) -> None:
+    store_mod = pytest.importorskip("benchmark.store")
+    store = tmp_path / "rtb.sqlite"
+    old, _ = write_run(tmp_path, versions=("v1", "v2"), seed=3, run_id="20240101-000000-old")
+    new, _ = write_run(tmp_path, versions=("v1", "v2"), seed=4, run_id="20240102-000000-new")
+    for d in (old, new):
+        store_mod.save_run_dir(store, d)
+    out = tmp_path / "r.md"
+    assert main(["report", "20240101-000000-o", "--store", str(store), "-o", str(out)]) == 0
+    assert "20240101-000000-old" in out.read_text()
+    runs = load_runs([], compare=["tiny@v2", "tiny@v1"], store=str(store))
+    assert [r.run_id for r in runs] == ["20240102-000000-new"]
+    capsys.readouterr()
+    assert main(["report", "zzz", "--store", str(store), "-o", str(out)]) == 2
+    assert "Unknown run 'zzz'" in capsys.readouterr().err
+    assert main(["report", "--compare", "tiny@v7", "--store", str(store), "-o", str(out)]) == 2
+    assert "tiny@v7" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_of_a_real_tiny_run(tmp_path: Path, run_cli, tiny_files) -> None:
+    """End to end: `rtb run` on tiny data and models, then `rtb report` on its directory."""
+    from conftest import tiny_overrides
+
+    ckpt, npz = tiny_files
+    res = run_cli("run", *tiny_overrides(ckpt, npz, versions=("v1", "v2")),
+                  f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode == 0, res.stderr
+    res = run_cli("report", str(tmp_path / "run"), "-o", str(tmp_path / "r.html"))
+    assert res.returncode == 0, res.stderr
+    doc = parse_html((tmp_path / "r.html").read_text())
+    assert [a["data-plot"] for t, a in doc.tags if t == "img"][:1] == ["robustness"]
