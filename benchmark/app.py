@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,9 +19,10 @@ from benchmark.report import accuracy_table
 log = logging.getLogger(__name__)
 
 
-def task(cfg: DictConfig) -> None:
-    """One job: validate, run, record, show."""
+def task(cfg: DictConfig) -> dict[str, Any]:
+    """One job: validate, run, record, show; returns what the sweep callback reads."""
     from benchmark.runner import run_benchmark
+    from benchmark.sweep import JobSkipped, job_for_hydra
 
     logging.getLogger("art").setLevel(logging.WARNING)
     hc = HydraConfig.get()
@@ -28,16 +30,26 @@ def task(cfg: DictConfig) -> None:
     try:
         resolved = to_container(cfg)
         spec = parse_run(resolved)
+        job = job_for_hydra(spec, hc)
         result = run_benchmark(spec, out_dir, resolved_config=resolved,
-                               overrides=list(hc.overrides.task))
+                               overrides=list(hc.overrides.task),
+                               on_key=job.key_hook, extra=job.record_extra)
+    except JobSkipped as skipped:
+        print(f"skipped: {skipped}")
+        return job.skipped(skipped)
     except UserError as exc:
         print(f"rtb: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     print()
     print(accuracy_table(result.measurements))
+    if result.record.checks:
+        from metrics.validation import checks_table
+
+        print(f"\n{checks_table(result.record.checks)}")
     print(f"\nrecord: {out_dir / 'record.json'}")
+    return job.result("ran", result.record.run_id, result.record.as_dict())
 
 
 @hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")
-def hydra_app(cfg: DictConfig) -> None:
-    task(cfg)
+def hydra_app(cfg: DictConfig) -> dict[str, Any]:
+    return task(cfg)

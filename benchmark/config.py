@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmark.data import DataSpec, list_loaders
 from benchmark.errors import ConfigError
+from benchmark.sweep import parse_sweep
 
 #: Prefixes a ``_target_`` may start with: a config file is not a way to run
 #: arbitrary code.
@@ -395,4 +396,6 @@ def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
 #: Parsers for the optional config sections (corruption suites, faults, groups,
 #: validation policy, ...), by top-level key; each returns its typed spec,
 #: found in ``RunSpec.extras`` under the same key.
-EXTRA_SECTIONS: dict[str, Any] = {}
+EXTRA_SECTIONS: dict[str, Any] = {
+    "sweep": parse_sweep,
+}

@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,11 +122,24 @@ def threat_outcomes(
             )
 
 
+def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without file locations (data.root, model checkpoints): their
+    content enters the key as the data fingerprint and the model sha256s."""
+    out = dict(config)
+    if isinstance(out.get("data"), dict):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "root"}
+    if isinstance(out.get("model"), dict):
+        out["model"] = {name: {k: v for k, v in m.items() if k != "checkpoint"}
+                        if isinstance(m, dict) else m for name, m in out["model"].items()}
+    return out
+
+
 def run_key(resolved: dict[str, Any], models: list[ModelUnderTest], data: EvalSet) -> str:
     """Content key of a job: resolved config (no paths, no launcher), model
     checksums, data fingerprint and rtb version."""
+    config = {k: v for k, v in resolved.items() if k not in ("hydra", "store", "name", "sweep")}
     content = {
-        "config": {k: v for k, v in resolved.items() if k not in ("hydra", "store", "name")},
+        "config": _without_paths(config),
         "models": sorted((m.key, m.sha256) for m in models),
         "data": data.fingerprint,
         "rtb": package_versions().get("robustness-testbench"),
@@ -141,8 +154,14 @@ def run_benchmark(
     resolved_config: dict[str, Any],
     overrides: list[str] | None = None,
     progress: bool = True,
+    on_key: Callable[[str], None] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Run ``spec`` end to end and write its record into ``out_dir``."""
+    """Run ``spec`` end to end and write its record into ``out_dir``.
+
+    ``on_key`` gets the run's content key before any threat runs (a sweep
+    uses it to skip a job already complete in the store, by raising);
+    ``extra`` goes into the record (e.g. the sweep id)."""
     started = datetime.now(timezone.utc)
     configure_determinism(spec.seed, spec.deterministic)
     device = resolve_device(spec.device)
@@ -150,6 +169,9 @@ def run_benchmark(
     models = [load_model(m, device) for m in spec.models.values()]
     for m in models:
         _check_compatible(m, data)
+    key = run_key(resolved_config, models, data)
+    if on_key is not None:
+        on_key(key)
     log.info("Evaluating %d version(s) on %s (%d samples) on %s", len(models), data.name,
              len(data), device)
     checks = pre_checks(spec, data, models)
@@ -176,7 +198,7 @@ def run_benchmark(
         config=resolved_config,
         overrides=list(overrides or []),
         config_hash=config_hash(resolved_config),
-        run_key=run_key(resolved_config, models, data),
+        run_key=key,
         models={
             m.key: {"name": m.name, "version": m.version, "sha256": m.sha256,
                     "checkpoint": spec.models[k].checkpoint}
@@ -189,6 +211,7 @@ def run_benchmark(
         env=environment(device),
         measurements=measurements,
         checks=checks,
+        extra=dict(extra or {}),
     )
     write_record(out_dir, record, outcomes)
     if spec.store:  # the run's files are written first: the store can be rebuilt from them
