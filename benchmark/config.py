@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attacks.corruption_suite import parse_corruption_suite, parse_fault_suite
 from benchmark.data import DataSpec, list_loaders
 from benchmark.errors import ConfigError
 from benchmark.sweep import parse_sweep
@@ -398,4 +399,6 @@ def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
 #: found in ``RunSpec.extras`` under the same key.
 EXTRA_SECTIONS: dict[str, Any] = {
     "sweep": parse_sweep,
+    "corruption": parse_corruption_suite,
+    "fault": parse_fault_suite,
 }

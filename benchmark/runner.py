@@ -27,6 +27,7 @@ from benchmark.errors import ConfigError
 from benchmark.models import load_model, predict_logits, resolve_device
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
 from benchmark.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
+from metrics.corruption import corruption_measurements
 from metrics.robustness import accuracy_measurements
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ def _check_compatible(model: ModelUnderTest, data: EvalSet) -> None:
 def count_steps(spec: RunSpec) -> int:
     """Progress units per model version: clean plus one per threat setting."""
     steps = 1 + sum(len(a.eps) for a in spec.attacks.values())
+    from attacks.corruption_suite import suite_steps
+
+    steps += suite_steps(spec.extras)  # corruption x severity settings, faults
     # further threat families add their settings here
     return steps
 
@@ -105,6 +109,8 @@ def derived_measurements(
 ) -> list[Measurement]:
     """Every tidy measurement of the run, computed from the per-sample outcomes."""
     measurements = accuracy_measurements(outcomes)
+    suite = spec.extras.get("corruption")
+    measurements += corruption_measurements(outcomes, getattr(suite, "baseline", None))
     # group metrics, corruption errors, reliability flags ... extend this list
     return measurements
 
@@ -120,6 +126,10 @@ def threat_outcomes(
             yield from run_attack(
                 adapter, attack, data.x, data.y, clean.pred, spec.seed, on_step=lambda: bar.update(1)
             )
+    from attacks.corruption_suite import suite_outcomes
+
+    bar.set_postfix_str(f"{model.key} corruptions/faults")
+    yield from suite_outcomes(spec, model, data, on_step=lambda: bar.update(1))
 
 
 def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
