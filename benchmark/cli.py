@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from benchmark.compare import compare_main
 from benchmark.errors import UserError
 from benchmark.store import store_main
 
@@ -26,6 +27,7 @@ Commands:
   run      run a benchmark; Hydra overrides pass through (rtb run --help)
   list     list datasets, model versions and attacks from the config groups
   store    list, export or rebuild the results store (rtb store --help)
+  compare  compare versions with paired statistics (rtb compare --help)
   report   HTML or Markdown report of a run or a version comparison (rtb report --help)
 
 Examples:
@@ -117,6 +119,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "list": list_main,
     "store": store_main,
+    "compare": compare_main,
     "report": report_main,
 }
 

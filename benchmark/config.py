@@ -18,6 +18,7 @@ from attacks.corruption_suite import parse_corruption_suite, parse_fault_suite
 from benchmark.data import DataSpec, list_loaders
 from benchmark.errors import ConfigError
 from benchmark.sweep import parse_sweep
+from metrics.validation import parse_validation
 
 #: Prefixes a ``_target_`` may start with: a config file is not a way to run
 #: arbitrary code.
@@ -401,4 +402,5 @@ EXTRA_SECTIONS: dict[str, Any] = {
     "sweep": parse_sweep,
     "corruption": parse_corruption_suite,
     "fault": parse_fault_suite,
+    "validation": parse_validation,
 }

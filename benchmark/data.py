@@ -459,12 +459,16 @@ def _load_npz(spec: DataSpec) -> RawData:
             f"but got {sorted(arrays)}."
         )
     x = _to_nchw(arrays.pop("x"), spec.name)
-    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+    # `rtb validate` reads out-of-range data to diagnose it (options.check_range: false).
+    check_range = spec.options.get("check_range", True)
+    if check_range and x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise DataError(
             f"Dataset {spec.name!r}: expected x as uint8 or floats in [0, 1], but got values "
             f"in [{float(x.min()):g}, {float(x.max()):g}]."
         )
     y = torch.from_numpy(np.asarray(arrays.pop("y")).astype(np.int64).reshape(-1))
+    train_x = arrays.pop("train_x", None)  # optional training images (leakage, reference stats)
+    train_y = arrays.pop("train_y", None)
     class_names = arrays.pop("classes", None)
     classes = (
         [str(c) for c in class_names]
@@ -475,4 +479,7 @@ def _load_npz(spec: DataSpec) -> RawData:
         {k: v.reshape(-1) for k, v in arrays.items() if v.ndim == 1 and len(v) == len(y)},
         index=pd.RangeIndex(len(y)),
     )
-    return RawData(x=x, y=y, classes=classes, groups=groups)
+    return RawData(x=x, y=y, classes=classes, groups=groups,
+                   train_x=None if train_x is None else _to_nchw(train_x, spec.name),
+                   train_y=None if train_y is None else torch.from_numpy(
+                       np.asarray(train_y).astype(np.int64).reshape(-1)))

@@ -99,9 +99,11 @@ def count_steps(spec: RunSpec) -> int:
 
 
 def pre_checks(spec: RunSpec, data: EvalSet, models: list[ModelUnderTest]) -> list[CheckResult]:
-    """Data and model checks that run before any threat (validation policy)."""
-    checks: list[CheckResult] = []
-    return checks
+    """Data and model checks that run before any threat (validation policy);
+    a failing check under ``on_fail: stop`` raises ``ValidationFailed``."""
+    from metrics.validation import run_pre_checks
+
+    return run_pre_checks(spec.extras.get("validation"), data, models, list(spec.models.values()))
 
 
 def derived_measurements(

@@ -1,0 +1,243 @@
+"""``rtb validate``: the data and model checks alone, or drift between a
+reference set and a new batch, for a CI step or a schedule.
+
+Exit status: 0 when nothing failed (warnings allowed), 1 when a check
+failed or a feature drifted, 2 for a mistake in the arguments, config or files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.config import RunSpec
+from benchmark.errors import DataError, UserError
+from benchmark.types import CheckResult, ModelUnderTest
+from metrics.validation import ValidationPolicy
+
+EPILOG = """\
+what is checked (rtb validate --list shows every check and its thresholds):
+  data   dtype and shape, NaN/Inf, values outside [0, 1], 0-255 or already
+         normalized inputs, channel statistics and order (BGR) against the
+         training set or the models' declared normalization, constant images,
+         exact and near duplicates (within the set, and with the training set),
+         labels outside the classes, classes never seen, class imbalance,
+         brightness/contrast/sharpness outliers
+  model  eval mode, determinism, batch invariance (BatchNorm or dropout left
+         in training mode), finite outputs, output size, logits vs
+         probabilities, usable input gradients
+  drift  with --reference and --batch: per image property and predicted class
+         (KS / chi-squared tests for up to --small-sample samples, Wasserstein /
+         Jensen-Shannon distances with a threshold beyond), and an MMD test on
+         each model version's logits
+
+overrides choose the data, model versions and policy as in `rtb run`;
+thresholds come from conf/validation/ (validation=NAME, or
+validation.thresholds.CHECK.NAME=VALUE).
+
+exit status: 0 pass (warnings allowed), 1 a check failed or drift found,
+2 bad usage (arguments, config, files)
+
+examples:
+  rtb validate                                   # mnist5k + both reference versions
+  rtb validate --only data data=npz data.root=batch.npz
+  rtb validate --only model 'model=[mnist_cnn_v2]'
+  rtb validate --reference ref.npz --batch new.npz 'model=[mnist_cnn_v1]'
+  rtb validate --reference ref.npz --batch new.npz --no-model --json drift.json
+  rtb validate validation.thresholds.class_imbalance.warn_ratio=5
+
+.npz files hold x (N x H x W, N x H x W x C or N x C x H x W; uint8 or
+floats in [0, 1]) and optionally y; for checks also train_x (the training
+images, reference for channel statistics, leakage and outliers).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rtb validate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check the data and the model versions before a run, or a new batch "
+                    "of inputs for drift against a reference set.",
+        epilog=EPILOG)
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                   help="Hydra overrides as for `rtb run` (data=..., model=[...], validation=...)")
+    p.add_argument("--only", choices=("data", "model"),
+                   help="run only the data checks or only the model checks")
+    p.add_argument("--reference", type=Path, metavar="REF.npz",
+                   help="reference set for drift (with --batch)")
+    p.add_argument("--batch", type=Path, metavar="NEW.npz",
+                   help="new batch to compare with --reference")
+    p.add_argument("--no-model", action="store_true",
+                   help="drift: image properties only, no model outputs")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="drift: family-wise significance level of the tests (default 0.05)")
+    p.add_argument("--small-sample", type=int, default=1000, metavar="N",
+                   help="drift: use tests up to N samples per side, distances beyond "
+                        "(default 1000)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write every result to FILE")
+    p.add_argument("--list", action="store_true", help="list the checks and their thresholds")
+    p.add_argument("--failures-only", action="store_true",
+                   help="print only the checks that did not pass")
+    return p
+
+
+def list_text() -> str:
+    from benchmark.report import format_table
+    from metrics.checks_registry import get_check, list_checks
+
+    rows = []
+    for name in list_checks():
+        c = get_check(name)
+        thresholds = ", ".join(f"{k}={v}" for k, v in c.defaults.items()) or "-"
+        rows.append([name, c.kind, c.doc, thresholds])
+    return format_table(["check", "kind", "what", "thresholds (defaults)"], rows, align="llll")
+
+
+def read_npz(path: Path, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x (as float NCHW; uint8 divided by 255, other values kept as they are)
+    and optional y from an .npz, for drift."""
+    from benchmark.data import _to_nchw
+
+    if not path.is_file():
+        raise DataError(f"{what}: file {str(path)!r} does not exist; expected an .npz with "
+                        "array x and optional y.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{what}: could not read {str(path)!r} as .npz without pickle "
+                        f"({exc}).") from None
+    if "x" not in arrays:
+        raise DataError(f"{what}: expected an array x in {str(path)!r}, but got "
+                        f"{sorted(arrays)}.")
+    x = _to_nchw(arrays["x"], what)
+    y = arrays.get("y")
+    yt = None if y is None else torch.from_numpy(np.asarray(y).astype(np.int64).reshape(-1))
+    if yt is not None and len(yt) != len(x):
+        raise DataError(f"{what}: expected one label per image ({len(x)}), but got {len(yt)}.")
+    return x, yt
+
+
+def _load(overrides: list[str], need_models: bool
+          ) -> tuple[RunSpec, ValidationPolicy, list[ModelUnderTest]]:
+    """Compose the config, its validation policy and (when needed) the model versions."""
+    from benchmark.compose import compose_spec
+    from benchmark.models import load_model, resolve_device
+
+    spec, _ = compose_spec(overrides)
+    policy = spec.extras.get("validation") or ValidationPolicy()
+    device = resolve_device(spec.device)
+    models = [load_model(m, device) for m in spec.models.values()] if need_models else []
+    return spec, policy, models
+
+
+def _print_results(results: Sequence[CheckResult], failures_only: bool) -> str:
+    from metrics.validation import checks_detail, status_of
+
+    status = status_of(results)
+    if results:
+        print(checks_detail(results, all_checks=not failures_only))
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "warn", "fail")}
+    print(f"\nvalidation: {status.upper()} ({counts['pass']} pass, {counts['warn']} warn, "
+          f"{counts['fail']} fail)")
+    return status
+
+
+def _write_json(path: Path | None, results: Sequence[CheckResult], **extra: Any) -> None:
+    if path is None:
+        return
+    from benchmark.record import _json_default
+    from metrics.validation import evidence_summary
+
+    path.write_text(json.dumps({**evidence_summary(results), **extra}, indent=2,
+                               default=_json_default))
+
+
+def checks_main(ns: argparse.Namespace) -> int:
+    from benchmark.data import load_evalset
+    from metrics.validation import run_validation
+
+    spec, policy, models = _load(ns.overrides, need_models=True)
+    # Out-of-range values are read as they are: they are what the checks diagnose.
+    data_spec = replace(spec.data, options={**spec.data.options, "check_range": False})
+    data = load_evalset(data_spec)
+    policy = replace(policy, data=True, model=True)
+    results = run_validation(policy, data, models, list(spec.models.values()),
+                             what=ns.only or "all")
+    status = _print_results(results, ns.failures_only)
+    _write_json(ns.json, results, data={"name": data.name, "n": len(data),
+                                        "fingerprint": data.fingerprint})
+    return 1 if status == "fail" else 0
+
+
+def drift_main(ns: argparse.Namespace) -> int:
+    from metrics.data_checks import DataContext, channel_means_stds
+    from metrics.drift import DriftConfig, drift_report
+    from metrics.validation import run_data_checks
+
+    try:
+        cfg = DriftConfig(alpha=ns.alpha, small_sample=ns.small_sample)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    ref_x, _ = read_npz(ns.reference, "--reference")
+    new_x, new_y = read_npz(ns.batch, "--batch")
+    spec, policy, models = _load(ns.overrides, need_models=not ns.no_model)
+    if ref_x.shape[1:] != new_x.shape[1:]:
+        result = CheckResult("drift:shape", "fail",
+                             f"batch samples have shape {list(new_x.shape[1:])}, the reference "
+                             f"{list(ref_x.shape[1:])}.", subject="drift")
+        _print_results([result], ns.failures_only)
+        _write_json(ns.json, [result])
+        return 1
+    shape = tuple(models[0].input_shape) if models else None
+    classes = [str(i) for i in range(models[0].num_classes)] if models else (
+        [str(i) for i in range(int(new_y.max()) + 1)] if new_y is not None and len(new_y) else [])
+    ref_mean, ref_std = channel_means_stds(ref_x)
+    ctx = DataContext(x=new_x, y=new_y, classes=classes, name="batch", input_shape=shape,
+                      input_range=policy.input_range, train_x=ref_x,
+                      reference_mean=tuple(ref_mean.tolist()),
+                      reference_std=tuple(ref_std.tolist()), reference_source="reference set")
+    results = run_data_checks(replace(policy, skip=(*policy.skip, "train_overlap")), ctx)
+    usable = [m for m in models if tuple(m.input_shape) == tuple(ref_x.shape[1:])]
+    if models and not usable:
+        raise DataError(f"Expected --reference and --batch images of a model's input shape "
+                        f"{list(models[0].input_shape)}, but got {list(ref_x.shape[1:])} "
+                        "(use --no-model for image properties only).")
+    report = drift_report(ref_x, new_x, usable, cfg, batch_size=spec.batch_size)
+    results += report.as_checks()
+    status = _print_results(results, ns.failures_only)
+    if report.drifted:
+        print(f"drifted: {', '.join(report.drifted)}")
+    _write_json(ns.json, results, drifted=report.drifted, n_reference=report.n_reference,
+                n_batch=report.n_batch)
+    return 1 if status == "fail" else 0
+
+
+def validate_main(args: Sequence[str]) -> int:
+    """``rtb validate``: data and model checks, or drift (see --help)."""
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if ns.list:
+        print(list_text())
+        return 0
+    if (ns.reference is None) != (ns.batch is None):
+        print("rtb validate: error: --reference and --batch go together (drift of a batch "
+              "against a reference set).", file=sys.stderr)
+        return 2
+    if ns.reference is not None:
+        if ns.only:
+            print("rtb validate: error: --only applies to the checks, not to drift "
+                  "(--reference/--batch).", file=sys.stderr)
+            return 2
+        return drift_main(ns)
+    return checks_main(ns)

@@ -1,0 +1,89 @@
+"""The registry of validation checks: one function per check, by name.
+
+A check is a plain function ``(context, **thresholds) -> CheckResult``.
+Its keyword-only parameters are its thresholds: their defaults are the
+check's defaults, and a policy may override them by name
+(``conf/validation/*.yaml``). A duplicate name raises; an unknown name
+lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from benchmark.errors import ConfigError
+from benchmark.types import CheckResult
+
+CheckKind = Literal["data", "model"]
+CHECK_KINDS: tuple[str, ...] = ("data", "model")
+
+CheckFn = Callable[..., CheckResult]
+
+
+@dataclass(frozen=True)
+class RegisteredCheck:
+    """One check: its name, what it looks at, what it does, its thresholds."""
+
+    name: str
+    kind: str
+    fn: CheckFn
+    doc: str
+    defaults: dict[str, Any]
+
+    def __call__(self, context: Any, **thresholds: Any) -> CheckResult:
+        result = self.fn(context, **thresholds)
+        if result.status not in ("pass", "warn", "fail"):
+            raise ValueError(
+                f"Expected check {self.name!r} to return status pass, warn or fail, "
+                f"but got {result.status!r}."
+            )
+        return result
+
+
+_CHECKS: dict[str, RegisteredCheck] = {}
+
+
+def register_check(name: str, kind: str) -> Callable[[CheckFn], CheckFn]:
+    """Register ``fn`` as check ``name`` of ``kind`` (data | model)."""
+    if kind not in CHECK_KINDS:
+        raise ValueError(f"Expected `kind` to be one of {CHECK_KINDS}, but got {kind!r}.")
+
+    def deco(fn: CheckFn) -> CheckFn:
+        if name in _CHECKS:
+            raise ValueError(f"A check named {name!r} is already registered.")
+        params = inspect.signature(fn).parameters.values()
+        defaults = {
+            p.name: p.default for p in params
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
+        }
+        doc = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
+        _CHECKS[name] = RegisteredCheck(name=name, kind=kind, fn=fn, doc=doc, defaults=defaults)
+        return fn
+
+    return deco
+
+
+def _load_builtin_checks() -> None:
+    # The modules register their checks on import.
+    import metrics.data_checks  # noqa: F401
+    import metrics.model_checks  # noqa: F401
+
+
+def list_checks(kind: str | None = None) -> list[str]:
+    """Names of the registered checks, in registration order (of one kind if given)."""
+    _load_builtin_checks()
+    return [n for n, c in _CHECKS.items() if kind is None or c.kind == kind]
+
+
+def get_check(name: str) -> RegisteredCheck:
+    """The check registered as ``name``; an unknown name lists the valid ones."""
+    _load_builtin_checks()
+    try:
+        return _CHECKS[name]
+    except KeyError:
+        raise ConfigError(
+            f"Unknown check {name!r}; expected one of: {', '.join(_CHECKS)}."
+        ) from None

@@ -1,0 +1,317 @@
+"""The validation policy and the pre-run checks of data and model versions.
+
+The policy (``conf/validation/*.yaml``, top-level ``validation`` section)
+says which checks run, their thresholds, and what a failing check does:
+``on_fail: stop`` ends ``rtb run`` before any threat with
+``ValidationFailed`` (exit status 3), ``report`` only records it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from benchmark.errors import ConfigError, UserError
+from benchmark.types import CheckResult, EvalSet, ModelUnderTest
+from metrics.checks_registry import get_check, list_checks
+
+if TYPE_CHECKING:
+    from benchmark.config import ModelSpec
+
+log = logging.getLogger(__name__)
+
+ON_FAIL = ("stop", "report")
+POLICY_KEYS = ("on_fail", "data", "model", "skip", "thresholds", "probe_size", "input_range",
+               "reference_mean", "reference_std")
+
+
+class ValidationFailed(UserError):
+    """A check failed under ``on_fail: stop``: the run ends before any threat.
+
+    Exit status 3, so a CI step can tell failed validation (3) from a mistake
+    in the config or files (2).
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, results: Sequence[CheckResult] = ()) -> None:
+        super().__init__(message)
+        self.results = list(results)
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """Typed view of the ``validation`` config section."""
+
+    on_fail: str = "stop"
+    data: bool = True
+    model: bool = True
+    skip: tuple[str, ...] = ()
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    probe_size: int = 64
+    input_range: tuple[float, float] = (0.0, 1.0)
+    reference_mean: tuple[float, ...] | None = None
+    reference_std: tuple[float, ...] | None = None
+
+    def runs(self, check: str) -> bool:
+        return check not in self.skip
+
+
+def _bad(where: str, wanted: str, got: Any) -> ConfigError:
+    return ConfigError(f"Expected `validation.{where}` to be {wanted}, but got {got!r}.")
+
+
+def _number(where: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _bad(where, "a finite number", v)
+    return float(v)
+
+
+def _numbers(where: str, v: Any) -> tuple[float, ...] | None:
+    if v is None:
+        return None
+    if not isinstance(v, (list, tuple)) or not v:
+        raise _bad(where, "a non-empty list of numbers or null", v)
+    return tuple(_number(f"{where}[{i}]", x) for i, x in enumerate(v))
+
+
+def _threshold(check: str, key: str, default: Any, v: Any) -> Any:
+    where = f"thresholds.{check}.{key}"
+    if isinstance(default, bool):
+        if not isinstance(v, bool):
+            raise _bad(where, "true or false", v)
+        return v
+    if v is None:
+        if default is not None:
+            raise _bad(where, f"a number (null only where the default is null; default {default})",
+                       v)
+        return None
+    value = _number(where, v)
+    if isinstance(default, int) and not isinstance(default, bool):
+        if value != int(value) or value < 1:
+            raise _bad(where, "a positive integer", v)
+        return int(value)
+    if value < 0:
+        raise _bad(where, "a non-negative number", v)
+    return value
+
+
+def parse_validation(d: Any) -> ValidationPolicy:
+    """Validate the ``validation`` section into a ``ValidationPolicy``."""
+    if not isinstance(d, Mapping):
+        raise _bad("", "a mapping", d)
+    unknown = sorted(k for k in d if k not in POLICY_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"Unknown config key `validation.{unknown[0]}`; expected one of: "
+            f"{', '.join(POLICY_KEYS)}."
+        )
+    on_fail = d.get("on_fail", "stop")
+    if on_fail not in ON_FAIL:
+        raise _bad("on_fail", "stop or report", on_fail)
+    flags = {}
+    for key in ("data", "model"):
+        flags[key] = d.get(key, True)
+        if not isinstance(flags[key], bool):
+            raise _bad(key, "true or false", flags[key])
+    skip = d.get("skip") or []
+    if not isinstance(skip, (list, tuple)):
+        raise _bad("skip", "a list of check names", skip)
+    for name in skip:
+        get_check(str(name))
+    thresholds: dict[str, dict[str, Any]] = {}
+    raw = d.get("thresholds") or {}
+    if not isinstance(raw, Mapping):
+        raise _bad("thresholds", "a mapping of check names to thresholds", raw)
+    for check, values in raw.items():
+        defaults = get_check(str(check)).defaults
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise _bad(f"thresholds.{check}", "a mapping of threshold names to values", values)
+        for key, v in values.items():
+            if key not in defaults:
+                valid = ", ".join(defaults) or "none"
+                raise ConfigError(
+                    f"Unknown threshold `validation.thresholds.{check}.{key}`; check {check!r} "
+                    f"takes: {valid}."
+                )
+            thresholds.setdefault(str(check), {})[str(key)] = _threshold(check, key,
+                                                                         defaults[key], v)
+    probe = d.get("probe_size", 64)
+    if isinstance(probe, bool) or not isinstance(probe, int) or probe < 2:
+        raise _bad("probe_size", "an integer >= 2", probe)
+    rng = _numbers("input_range", d.get("input_range", [0.0, 1.0]))
+    if rng is None or len(rng) != 2 or rng[0] >= rng[1]:
+        raise _bad("input_range", "[low, high] with low < high", d.get("input_range"))
+    ref_std = _numbers("reference_std", d.get("reference_std"))
+    if ref_std is not None and any(s <= 0 for s in ref_std):
+        raise _bad("reference_std", "positive numbers", list(ref_std))
+    ref_mean = _numbers("reference_mean", d.get("reference_mean"))
+    if (ref_mean is None) != (ref_std is None):
+        raise _bad("reference_mean", "given together with reference_std", d.get("reference_mean"))
+    return ValidationPolicy(
+        on_fail=on_fail, data=flags["data"], model=flags["model"],
+        skip=tuple(str(s) for s in skip), thresholds=thresholds, probe_size=probe,
+        input_range=(rng[0], rng[1]), reference_mean=ref_mean, reference_std=ref_std,
+    )
+
+
+def _reference_stats(policy: ValidationPolicy, data: EvalSet,
+                     model_specs: Sequence[ModelSpec]) -> dict[str, Any]:
+    """Channel statistics the inputs should have: the policy's, else the
+    training set's, else the models' declared normalization (if not identity)."""
+    from metrics.data_checks import DECLARED, channel_means_stds
+
+    if policy.reference_mean is not None and policy.reference_std is not None:
+        return {"reference_mean": policy.reference_mean, "reference_std": policy.reference_std,
+                "reference_source": "policy"}
+    if data.train_x is not None and data.train_x.shape[1:] == data.x.shape[1:]:
+        mean, std = channel_means_stds(data.train_x)
+        return {"reference_mean": tuple(mean.tolist()), "reference_std": tuple(std.tolist()),
+                "reference_source": "training set"}
+    declared = {(m.mean, m.std) for m in model_specs
+                if not (set(m.mean) == {0.0} and set(m.std) == {1.0})}
+    if len(declared) == 1:
+        mean_t, std_t = next(iter(declared))
+        return {"reference_mean": mean_t, "reference_std": std_t, "reference_source": DECLARED}
+    return {}
+
+
+def data_context(policy: ValidationPolicy, data: EvalSet, models: Sequence[ModelUnderTest],
+                 model_specs: Sequence[ModelSpec] = ()) -> Any:
+    """The ``DataContext`` for ``data`` judged against what ``models`` declare."""
+    from metrics.data_checks import DataContext
+
+    shapes = {tuple(m.input_shape) for m in models}
+    shape = next(iter(shapes)) if len(shapes) == 1 else None
+    return DataContext.from_evalset(data, input_shape=shape, input_range=policy.input_range,
+                                    **_reference_stats(policy, data, model_specs))
+
+
+def run_data_checks(policy: ValidationPolicy, context: Any) -> list[CheckResult]:
+    """Every data check the policy selects, on one ``DataContext``."""
+    results = []
+    for name in list_checks("data"):
+        if not policy.runs(name):
+            continue
+        if name != "dtype_shape" and context.x.ndim != 4:
+            continue  # every other data check reads N x C x H x W
+        result = get_check(name)(context, **policy.thresholds.get(name, {}))
+        result.subject = result.subject or f"data:{context.name}"
+        results.append(result)
+    return results
+
+
+def run_model_checks(policy: ValidationPolicy, model: ModelUnderTest,
+                     x: Any) -> list[CheckResult]:
+    """Every model check the policy selects, on a probe drawn from ``x``;
+    the model's mode, buffers, requires_grad and the random state are restored."""
+    from metrics.model_checks import ModelContext, make_probe, preserved_state
+
+    probe = make_probe(x, policy.probe_size, policy.input_range, model.input_shape)
+    ctx = ModelContext(model=model, probe=probe)
+    results = []
+    with preserved_state(model.module, [model.device]):
+        for name in list_checks("model"):
+            if not policy.runs(name):
+                continue
+            result = get_check(name)(ctx, **policy.thresholds.get(name, {}))
+            result.subject = model.key
+            results.append(result)
+    return results
+
+
+def run_validation(policy: ValidationPolicy, data: EvalSet, models: Sequence[ModelUnderTest],
+                   model_specs: Sequence[ModelSpec] = (), *, what: str = "all"
+                   ) -> list[CheckResult]:
+    """Data checks (``what`` in all | data) and model checks (all | model)."""
+    results: list[CheckResult] = []
+    if policy.data and what in ("all", "data"):
+        results += run_data_checks(policy, data_context(policy, data, models, model_specs))
+    if policy.model and what in ("all", "model"):
+        for model in models:
+            results += run_model_checks(policy, model, data.x)
+    for r in results:
+        log.log(logging.WARNING if r.status != "pass" else logging.DEBUG, "check %s %s: %s %s",
+                r.subject, r.check, r.status, r.message)
+    return results
+
+
+def failure_message(results: Sequence[CheckResult], limit: int = 160) -> str:
+    """One line naming every failed check with the start of its message."""
+    parts = []
+    for r in results:
+        if r.status == "fail":
+            msg = r.message if len(r.message) <= limit else r.message[: limit - 3] + "..."
+            parts.append(f"{r.subject} {r.check} ({msg.rstrip('.')})")
+    return "; ".join(parts)
+
+
+def run_pre_checks(policy: ValidationPolicy | None, data: EvalSet,
+                   models: Sequence[ModelUnderTest],
+                   model_specs: Sequence[ModelSpec] = ()) -> list[CheckResult]:
+    """The checks ``rtb run`` does before any threat; raises ``ValidationFailed``
+    under ``on_fail: stop`` when one fails."""
+    if policy is None:
+        return []
+    results = run_validation(policy, data, models, model_specs)
+    failed = [r for r in results if r.status == "fail"]
+    if failed and policy.on_fail == "stop":
+        raise ValidationFailed(
+            f"Validation failed before any attack: {failure_message(results)}. Expected every "
+            f"check to pass (see `rtb validate` with the same overrides for the evidence, or "
+            f"set validation=report_only to run anyway).", results)
+    return results
+
+
+def status_of(results: Sequence[CheckResult]) -> str:
+    """fail if any fails, else warn if any warns, else pass."""
+    statuses = {r.status for r in results}
+    return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+
+
+def checks_table(results: Sequence[CheckResult]) -> str:
+    """One row per subject (data set, model version): counts and the checks
+    that did not pass."""
+    from benchmark.report import format_table
+
+    subjects: dict[str, list[CheckResult]] = {}
+    for r in results:
+        subjects.setdefault(r.subject, []).append(r)
+    rows = []
+    for subject, rs in subjects.items():
+        counts = {s: sum(r.status == s for r in rs) for s in ("pass", "warn", "fail")}
+        flagged = ", ".join(f"{r.check} ({r.status})" for r in rs if r.status != "pass")
+        rows.append([subject, str(counts["pass"]), str(counts["warn"]), str(counts["fail"]),
+                     flagged or "-"])
+    return format_table(["checked", "pass", "warn", "fail", "not passed"], rows, align="lrrrl")
+
+
+def checks_detail(results: Sequence[CheckResult], all_checks: bool = True) -> str:
+    """One row per check: subject, check, status, message."""
+    from benchmark.report import format_table
+
+    rows = [[r.subject, r.check, r.status.upper() if r.status != "pass" else r.status, r.message]
+            for r in results if all_checks or r.status != "pass"]
+    return format_table(["checked", "check", "status", "message"], rows, align="llll")
+
+
+def evidence_summary(results: Sequence[CheckResult]) -> dict[str, Any]:
+    """JSON-ready results (numpy values made plain)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+
+    return {"status": status_of(results), "checks": [plain(r.as_dict()) for r in results]}
