@@ -29,6 +29,7 @@ Commands:
   store    list, export or rebuild the results store (rtb store --help)
   compare  compare versions with paired statistics (rtb compare --help)
   report   HTML or Markdown report of a run or a version comparison (rtb report --help)
+  validate data and model checks, or drift of a batch (rtb validate --help); exit 1 on failure
 
 Examples:
   rtb run                                   # default: mnist_cnn@v1 vs @v2, FGSM + PGD
@@ -115,12 +116,20 @@ def report_main(args: Sequence[str]) -> int:
     return main_(args)
 
 
+def validate_main(args: Sequence[str]) -> int:
+    """``rtb validate`` (benchmark.validate_cmd): checks alone, or drift."""
+    from benchmark.validate_cmd import validate_main as main_
+
+    return main_(args)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "list": list_main,
     "store": store_main,
     "compare": compare_main,
     "report": report_main,
+    "validate": validate_main,
 }
 
 
