@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from benchmark.compare import compare_main
 from benchmark.errors import UserError
+from benchmark.gate import gate_main
 from benchmark.store import store_main
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ Commands:
   list     list datasets, model versions and attacks from the config groups
   store    list, export or rebuild the results store (rtb store --help)
   compare  compare versions with paired statistics (rtb compare --help)
+  gate     check release rules (conf/gate/) for CI; exit 0 pass, 1 fail (rtb gate --help)
   report   HTML or Markdown report of a run or a version comparison (rtb report --help)
   validate data and model checks, or drift of a batch (rtb validate --help); exit 1 on failure
 
@@ -128,6 +130,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "list": list_main,
     "store": store_main,
     "compare": compare_main,
+    "gate": gate_main,
     "report": report_main,
     "validate": validate_main,
 }
