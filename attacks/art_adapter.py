@@ -1,10 +1,14 @@
 """The one place that knows ART.
 
-It builds one ART estimator per model version, instantiates attacks from
-their specs, and turns whatever ART returns into trustworthy per-sample
-outcomes: every adversarial example is projected to its eps ball and to
-[0, 1], and success is recomputed with our own forward pass, so an example
-outside the budget can never count.
+It builds ART estimators once per model version, instantiates attacks from
+their specs (including nested attacks such as AutoAttack's list), and runs
+them on torch tensors. Whatever ART returns is handed back as a tensor; the
+callers (``attacks.sweep``) project it to the eps ball and [0, 1] and
+recompute success with our own forward pass.
+
+PGD's PyTorch implementation is driven through its per-batch internals: the
+plain ``generate`` adds two predict passes for a success-rate log line and a
+numpy round trip per batch, which rtb does not need.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import importlib
 import inspect
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,10 +27,17 @@ from torch import nn
 
 from benchmark.config import AttackSpec
 from benchmark.errors import ConfigError
-from benchmark.models import predict_logits
-from benchmark.types import ModelUnderTest, Outcome, Threat
+from benchmark.types import ModelUnderTest
 
 log = logging.getLogger(__name__)
+
+#: ART classes that take one gradient step (weaker than iterative ones).
+SINGLE_STEP: frozenset[str] = frozenset({"FastGradientMethod"})
+#: ART classes whose kind cannot be read from their estimator requirements.
+KIND_OVERRIDES: dict[str, str] = {"AutoAttack": "iterative"}
+ATTACK_KINDS: tuple[str, ...] = ("single-step", "iterative", "black-box")
+#: Step size per budget when a config names neither ``eps_step`` nor a ratio.
+DEFAULT_EPS_STEP_RATIO = 0.25
 
 
 def derive_seed(*parts: Any) -> int:
@@ -43,7 +54,11 @@ def seed_everything(seed: int) -> None:
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: float) -> torch.Tensor:
     """Project ``x_adv`` onto the ``norm`` ball of radius ``eps`` around ``x``,
-    then onto [0, 1]. Works per sample on NCHW tensors."""
+    then onto [0, 1]. Works per sample on NCHW tensors; a NaN norm (no Lp
+    threat) only clips to [0, 1]."""
+    x_adv = torch.nan_to_num(x_adv.to(x.dtype), nan=0.0)
+    if math.isnan(norm):
+        return x_adv.clamp(0.0, 1.0)
     delta = (x_adv - x).flatten(1)
     if math.isinf(norm):
         delta = delta.clamp(-eps, eps)
@@ -58,125 +73,202 @@ def perturbation_norms(x_adv: torch.Tensor, x: torch.Tensor) -> dict[str, np.nda
     """L0 (count of changed values), L2 and Linf of the perturbation, per sample."""
     delta = (x_adv - x).flatten(1)
     return {
-        "linf": delta.abs().amax(dim=1).numpy().astype(np.float64),
-        "l2": delta.norm(p=2, dim=1).numpy().astype(np.float64),
-        "l0": (delta.abs() > 1e-8).sum(dim=1).numpy().astype(np.float64),
+        "linf": delta.abs().amax(dim=1).cpu().numpy().astype(np.float64),
+        "l2": delta.norm(p=2, dim=1).cpu().numpy().astype(np.float64),
+        "l0": (delta.abs() > 1e-8).sum(dim=1).cpu().numpy().astype(np.float64),
     }
+
+
+def _class(target: str) -> type:
+    module_name, _, cls_name = target.rpartition(".")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def _flat(reqs: Any) -> list[type]:
+    out: list[type] = []
+    for r in reqs if isinstance(reqs, (tuple, list)) else (reqs,):
+        out.extend(_flat(r) if isinstance(r, (tuple, list)) else [r])
+    return out
+
+
+def attack_kind(spec: AttackSpec) -> str:
+    """``single-step``, ``iterative`` (white-box, several gradient steps) or
+    ``black-box`` (no gradients), read from the ART class."""
+    if spec.members:
+        kinds = {attack_kind(m) for m in spec.members}
+        return "iterative" if "iterative" in kinds else sorted(kinds)[0]
+    cls = _class(spec.target)
+    if cls.__name__ in KIND_OVERRIDES:
+        return KIND_OVERRIDES[cls.__name__]
+    from art.estimators.classification.classifier import ClassGradientsMixin
+    from art.estimators.estimator import LossGradientsMixin
+
+    reqs = _flat(getattr(cls, "_estimator_requirements", ()))
+    grads = any(isinstance(r, type) and issubclass(r, (LossGradientsMixin, ClassGradientsMixin))
+                for r in reqs)
+    if not grads:
+        return "black-box"
+    if cls.__name__ in SINGLE_STEP and not spec.kwargs.get("minimal", False):
+        return "single-step"
+    return "iterative"
 
 
 def _device_type(model: ModelUnderTest) -> str:
     return "gpu" if model.device.type == "cuda" else "cpu"
 
 
-class ArtAdapter:
-    """ART estimator and attacks for one model version.
+class _Float32(nn.Module):
+    """Casts inputs to float32: several ART attacks (HopSkipJump, Boundary)
+    compute in float64 and hand that to the estimator."""
 
-    The estimator is built once; attacks hold settings and receive it at
-    construction time, as ART requires.
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.float())
+
+
+def _is_attack_map(value: Any) -> bool:
+    return (isinstance(value, Mapping) and bool(value)
+            and all(isinstance(v, Mapping) and "_target_" in v for v in value.values()))
+
+
+class ArtAdapter:
+    """ART estimators and attacks for one model version.
+
+    Estimators are built once per output kind (logits, or probabilities for
+    attacks that require them); attacks hold settings and receive the
+    estimator at construction time, as ART requires.
     """
 
     def __init__(self, model: ModelUnderTest, batch_size: int = 256) -> None:
-        from art.estimators.classification import PyTorchClassifier
-
         self.model = model
         self.batch_size = batch_size
-        self.estimator = PyTorchClassifier(
-            model=model.module,
-            loss=nn.CrossEntropyLoss(),
-            input_shape=tuple(model.input_shape),
-            nb_classes=model.num_classes,
-            clip_values=(0.0, 1.0),
-            device_type=_device_type(model),
-        )
+        self._estimators: dict[str, Any] = {}
 
-    def make_attack(self, spec: AttackSpec, eps: float) -> Any:
-        """Instantiate the ART attack of ``spec`` at budget ``eps``."""
-        module_name, _, cls_name = spec.target.rpartition(".")
-        cls = getattr(importlib.import_module(module_name), cls_name)
+    @property
+    def estimator(self) -> Any:
+        return self.get_estimator("logits")
+
+    def get_estimator(self, output: str = "logits") -> Any:
+        """The ART classifier around the model (built on first use)."""
+        if output not in self._estimators:
+            from art.estimators.classification import PyTorchClassifier
+
+            module: nn.Module = _Float32(self.model.module)
+            if output == "probabilities":
+                module = nn.Sequential(module, nn.Softmax(dim=1))
+            module.train(self.model.module.training)
+            self._estimators[output] = PyTorchClassifier(
+                model=module,
+                loss=nn.CrossEntropyLoss(),
+                input_shape=tuple(self.model.input_shape),
+                nb_classes=self.model.num_classes,
+                clip_values=(0.0, 1.0),
+                device_type=_device_type(self.model),
+            )
+        return self._estimators[output]
+
+    def make_attack(self, spec: AttackSpec, budget: float | None) -> Any:
+        """Instantiate the ART attack of ``spec`` at ``budget`` (ignored for
+        minimum-norm attacks)."""
+        return self._build(spec.name, spec.target, dict(spec.kwargs), spec, budget,
+                           self.get_estimator(spec.output))
+
+    def _build(self, where: str, target: str, kwargs: dict[str, Any], spec: AttackSpec,
+               budget: float | None, estimator: Any) -> Any:
+        cls = _class(target)
         accepted = inspect.signature(cls.__init__).parameters
-        kwargs = dict(spec.kwargs)
-        if not spec.minimum_norm and "eps" in accepted:
-            kwargs["eps"] = eps
-            if spec.eps_step_ratio is not None and "eps_step" in accepted:
-                kwargs["eps_step"] = spec.eps_step_ratio * eps
+        kwargs.pop("_target_", None)
+        kwargs.pop("_partial_", None)
+        if spec.budget_arg is not None and budget is not None:
+            if spec.budget_arg not in accepted:
+                raise ConfigError(
+                    f"Expected `attack.{where}.budget_arg` to name an argument of {target}, "
+                    f"but got {spec.budget_arg!r}."
+                )
+            kwargs[spec.budget_arg] = budget
+            if spec.budget_arg == "eps" and "eps_step" in accepted:
+                if spec.eps_step_ratio is not None:
+                    kwargs["eps_step"] = spec.eps_step_ratio * budget
+                elif "eps_step" not in kwargs:  # ART's default step may exceed small budgets
+                    kwargs["eps_step"] = DEFAULT_EPS_STEP_RATIO * budget
+        if "norm" in accepted and "norm" not in kwargs and spec.has_ball:
+            kwargs["norm"] = "inf" if math.isinf(spec.norm) else int(spec.norm)
         if "batch_size" in accepted:
             kwargs.setdefault("batch_size", self.batch_size)
         if "verbose" in accepted:
             kwargs.setdefault("verbose", False)
+        for key, value in list(kwargs.items()):
+            if _is_attack_map(value):  # nested attacks, e.g. AutoAttack's `attacks`
+                kwargs[key] = [
+                    self._build(f"{where}.{key}.{sub}", sub_d["_target_"], dict(sub_d),
+                                spec, budget, estimator)
+                    for sub, sub_d in value.items()
+                ]
         unknown = sorted(k for k in kwargs if k not in accepted)
         if unknown and not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
             raise ConfigError(
-                f"Unknown argument `attack.{spec.name}.{unknown[0]}` for {spec.target}; "
-                f"expected one of: {', '.join(k for k in accepted if k not in ('self', 'estimator'))}."
+                f"Unknown argument `attack.{where}.{unknown[0]}` for {target}; expected one "
+                f"of: {', '.join(k for k in accepted if k not in ('self', 'estimator', 'classifier'))}."
             )
         try:
-            return cls(self.estimator, **kwargs)
+            return cls(estimator, **kwargs)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"ART rejected the settings of `attack.{spec.name}`: {exc}") from None
+            raise ConfigError(f"ART rejected the settings of `attack.{where}`: {exc}") from None
 
-    def generate(self, attack: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Run ``attack`` on CPU tensors; returns adversarial examples as a CPU tensor."""
+    def generate(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Run ``attack`` on ``x``; ``labels`` are the true classes (untargeted)
+        or the targets (targeted). Returns raw adversarial examples on the
+        model's device (not yet projected or validated)."""
+        if self._fast_pgd_ok(attack):
+            return self._pgd(attack, x, labels)
+        y = nn.functional.one_hot(labels.cpu().long(), self.model.num_classes).numpy()
         x_np = x.detach().cpu().numpy().astype(np.float32, copy=False)
-        y_np = y.detach().cpu().numpy()
-        x_adv = attack.generate(x=x_np, y=y_np)
-        return torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).reshape(x.shape)
+        x_adv = attack.generate(x=x_np, y=y.astype(np.float32))
+        out = torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).reshape(x.shape)
+        return out.to(self.model.device)
 
+    @staticmethod
+    def _fast_pgd_ok(attack: Any) -> bool:
+        from art.attacks.evasion import ProjectedGradientDescentPyTorch
 
-def attack_threats(spec: AttackSpec) -> list[Threat]:
-    """The threats of one attack config: one per budget."""
-    return [
-        Threat(family="attack", name=spec.name, param=float(eps),
-               params={"eps": float(eps), "norm": spec.norm, "target": spec.target,
-                       **{k: v for k, v in spec.kwargs.items()}})
-        for eps in spec.eps
-    ]
+        return (isinstance(attack, ProjectedGradientDescentPyTorch)
+                and not attack.random_eps
+                and attack.summary_writer is None
+                and hasattr(attack, "_compute_pytorch"))
 
-
-def run_attack(
-    adapter: ArtAdapter,
-    spec: AttackSpec,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    clean_pred: np.ndarray,
-    seed: int,
-    on_step: Callable[[], None] | None = None,
-) -> Iterator[Outcome]:
-    """Per-sample worst-case outcomes of one attack over its budgets.
-
-    A point already misclassified is not attacked; a point broken at a
-    smaller eps counts as broken at every larger eps (nested balls) and is
-    not attacked again. ``eps_broken`` records the smallest budget that broke
-    each point (0 for clean errors, inf for points that survived).
-    """
-    model = adapter.model
-    y_np = y.numpy()
-    n = len(y_np)
-    pred = clean_pred.copy()
-    alive = pred == y_np
-    eps_broken = np.where(alive, np.inf, 0.0)
-    norms = {k: np.zeros(n) for k in ("linf", "l2", "l0")}
-    for threat in attack_threats(spec):
-        eps = float(threat.param or 0.0)
-        idx = np.flatnonzero(alive)
-        if len(idx) and eps > 0:
-            seed_everything(derive_seed(seed, model.key, spec.name, eps))
-            xs, ys = x[torch.from_numpy(idx)], y[torch.from_numpy(idx)]
-            attack = adapter.make_attack(spec, eps)
-            x_adv = project(adapter.generate(attack, xs, ys), xs, eps, spec.norm)
-            p = predict_logits(model, x_adv, adapter.batch_size).argmax(1).numpy()
-            for key, arr in perturbation_norms(x_adv, xs).items():
-                norms[key][idx] = arr
-            broken = p != ys.numpy()
-            pred[idx[broken]] = p[broken]
-            alive[idx[broken]] = False
-            eps_broken[idx[broken]] = eps
-        yield Outcome(
-            model=model.name,
-            version=model.version,
-            threat=threat,
-            pred=pred.copy(),
-            correct=alive.copy(),
-            extras={**{k: v.copy() for k, v in norms.items()}, "eps_broken": eps_broken.copy()},
-        )
-        if on_step is not None:
-            on_step()
+    def _pgd(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """ART's PGD iterations, batch by batch, on device tensors; restarts
+        keep the first successful example, as ART does."""
+        dev = self.model.device
+        eps, eps_step = attack.eps, attack.eps_step
+        onehot = nn.functional.one_hot(labels.long(), self.model.num_classes).float()
+        out = torch.empty(x.shape, dtype=torch.float32, device=dev)
+        bs = attack.batch_size
+        for start in range(0, len(x), bs):
+            attack._batch_id = start // bs
+            xb = x[start : start + bs].to(dev, torch.float32)
+            tb = onehot[start : start + bs].to(dev)
+            done = torch.zeros(len(xb), dtype=torch.bool, device=dev)
+            for restart in range(max(1, attack.num_random_init)):
+                adv = xb.clone()
+                momentum = torch.zeros_like(xb)
+                for i in range(attack.max_iter):
+                    attack._i_max_iter = i
+                    adv = attack._compute_pytorch(adv, xb, tb, None, eps, eps_step,
+                                                  attack.num_random_init > 0 and i == 0, momentum)
+                if restart == 0:
+                    out[start : start + len(xb)] = adv
+                else:
+                    take = ~done
+                    out[start : start + len(xb)][take] = adv[take]
+                if restart + 1 < attack.num_random_init:
+                    with torch.no_grad():
+                        pred = self.model.module(out[start : start + len(xb)]).argmax(1)
+                    hit = pred == tb.argmax(1)
+                    done = hit if attack.targeted else ~hit
+                    if bool(done.all()):
+                        break
+        return out.detach()

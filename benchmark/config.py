@@ -32,7 +32,11 @@ ALLOWED_TARGET_PREFIXES: tuple[str, ...] = (
 )
 
 #: Keys of an attack config that rtb reads itself; every other key goes to ART.
-ATTACK_RTB_KEYS: tuple[str, ...] = ("eps", "eps_step_ratio", "threat_norm", "minimum_norm")
+ATTACK_RTB_KEYS: tuple[str, ...] = ("eps", "eps_step_ratio", "threat_norm", "minimum_norm",
+                                    "target", "budget_arg", "output", "members")
+
+#: Target-selection rules of a targeted attack (``targeted: true``).
+TARGET_RULES: tuple[str, ...] = ("random", "least_likely", "next")
 
 NORMS: dict[str, float] = {"inf": math.inf, "2": 2.0, "1": 1.0}
 
@@ -86,6 +90,25 @@ class AttackSpec:
     norm: float
     eps_step_ratio: float | None = None
     minimum_norm: bool = False
+    #: ART argument that receives each budget (``eps``; e.g. ``max_rotation``
+    #: for a spatial attack); None for minimum-norm attacks.
+    budget_arg: str | None = "eps"
+    #: Target-selection rule when ``kwargs["targeted"]`` is true.
+    target_rule: str | None = None
+    #: What the estimator returns: ``logits`` or ``probabilities`` (softmax
+    #: appended, for attacks that require probabilities).
+    output: str = "logits"
+    #: An ensemble's attacks in order (empty for a single attack).
+    members: tuple[AttackSpec, ...] = ()
+
+    @property
+    def targeted(self) -> bool:
+        return bool(self.kwargs.get("targeted", False))
+
+    @property
+    def has_ball(self) -> bool:
+        """Whether the budget is an Lp ball (``threat_norm: none`` has none)."""
+        return not math.isnan(self.norm)
 
 
 @dataclass(frozen=True)
@@ -294,13 +317,16 @@ def parse_model(key: str, d: Any, check_files: bool = True) -> ModelSpec:
 
 
 def _norm(where: str, v: Any) -> float:
+    """The Lp norm of a threat; NaN for ``none`` (no Lp ball: e.g. rotations)."""
     s = str(v).lower()
+    if s == "none":
+        return math.nan
     if s in ("inf", "np.inf", "infinity"):
         s = "inf"
     if s in ("2.0", "1.0"):
         s = s[0]
     if s not in NORMS:
-        raise _fail(where, "one of inf, 2, 1", v)
+        raise _fail(where, "one of inf, 2, 1, none", v)
     return NORMS[s]
 
 
@@ -315,6 +341,8 @@ def max_budget(norm: float, input_shape: tuple[int, int, int]) -> float:
 def parse_attack(name: str, d: Any, input_shape: tuple[int, int, int] | None) -> AttackSpec:
     where = f"attack.{name}"
     d = dict(_mapping(where, d))
+    if "members" in d:
+        return parse_ensemble(name, d, input_shape)
     target = check_target(f"{where}._target_", d.pop("_target_", None))
     if not target.startswith("art.attacks.evasion."):
         raise ConfigError(
@@ -332,7 +360,7 @@ def parse_attack(name: str, d: Any, input_shape: tuple[int, int, int] | None) ->
         raise _fail(f"{where}.eps", "a non-empty list of budgets", raw_eps)
     norm_v = d.pop("threat_norm", d.get("norm", "inf"))
     norm = _norm(f"{where}.norm", norm_v)
-    top = max_budget(norm, input_shape) if input_shape else math.inf
+    top = max_budget(norm, input_shape) if input_shape and not math.isnan(norm) else math.inf
     eps: list[float] = []
     for i, e in enumerate(raw_eps):
         e = _float(f"{where}.eps[{i}]", e)
@@ -350,6 +378,22 @@ def parse_attack(name: str, d: Any, input_shape: tuple[int, int, int] | None) ->
         ratio = _float(f"{where}.eps_step_ratio", ratio)
         if ratio <= 0:
             raise _fail(f"{where}.eps_step_ratio", "a positive number", ratio)
+    rule = d.pop("target", None)
+    if rule is not None and rule not in TARGET_RULES:
+        raise _fail(f"{where}.target", f"one of {', '.join(TARGET_RULES)}", rule)
+    targeted = _bool(f"{where}.targeted", d.get("targeted", False))
+    if targeted and rule is None:
+        rule = "random"
+    budget_arg = d.pop("budget_arg", "eps")
+    budget_arg = None if minimum_norm else _str(f"{where}.budget_arg", budget_arg)
+    output = d.pop("output", "logits")
+    if output not in ("logits", "probabilities"):
+        raise _fail(f"{where}.output", "logits or probabilities", output)
+    for key, value in d.items():  # nested ART attacks (AutoAttack's `attacks`)
+        if isinstance(value, Mapping) and all(isinstance(v, Mapping) for v in value.values()):
+            for sub, sub_d in value.items():
+                if isinstance(sub_d, Mapping) and "_target_" in sub_d:
+                    check_target(f"{where}.{key}.{sub}._target_", sub_d["_target_"])
     return AttackSpec(
         name=name,
         target=target,
@@ -358,7 +402,39 @@ def parse_attack(name: str, d: Any, input_shape: tuple[int, int, int] | None) ->
         norm=norm,
         eps_step_ratio=ratio,
         minimum_norm=minimum_norm,
+        budget_arg=budget_arg,
+        target_rule=rule,
+        output=output,
     )
+
+
+ENSEMBLE_KEYS = ("eps", "threat_norm", "members")
+
+
+def parse_ensemble(name: str, d: Mapping[str, Any], input_shape: tuple[int, int, int] | None
+                   ) -> AttackSpec:
+    """An ensemble: several attacks at the same budgets; its own eps and
+    norm replace the members'."""
+    where = f"attack.{name}"
+    _unknown_key(where, d, ENSEMBLE_KEYS)
+    members_cfg = _mapping(f"{where}.members", d["members"])
+    if not members_cfg:
+        raise _fail(f"{where}.members", "a non-empty mapping of attacks", dict(members_cfg))
+    head = {"eps": d.get("eps"), "threat_norm": d.get("threat_norm", "inf")}
+    members = []
+    for key, m in members_cfg.items():
+        m = dict(_mapping(f"{where}.members.{key}", m))
+        if "members" in m:
+            raise _fail(f"{where}.members.{key}", "a single attack", "an ensemble")
+        if m.get("minimum_norm"):
+            raise _fail(f"{where}.members.{key}", "a budgeted attack", "a minimum-norm attack")
+        m.update(head)
+        if "norm" in m:  # the ART argument follows the ensemble's norm
+            m["norm"] = head["threat_norm"]
+        members.append(parse_attack(f"{name}.members.{key}", m, input_shape))
+    first = members[0]
+    return AttackSpec(name=name, target="ensemble", kwargs={}, eps=first.eps, norm=first.norm,
+                      members=tuple(members))
 
 
 def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from attacks.art_adapter import ArtAdapter, run_attack
+from attacks.art_adapter import ArtAdapter
+from attacks.sweep import run_attack
 from benchmark.config import RunSpec
 from benchmark.data import load_evalset
 from benchmark.errors import ConfigError
