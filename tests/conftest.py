@@ -113,6 +113,7 @@ tiny_{version}:
     hidden: 16
   checkpoint: {ckpt}
   format: state_dict
+  sha256: null
   num_classes: {classes}
   input_shape: [1, {size}, {size}]
 """
