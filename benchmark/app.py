@@ -15,6 +15,7 @@ from benchmark.compose import to_container
 from benchmark.config import parse_run
 from benchmark.errors import UserError
 from benchmark.report import accuracy_table
+from metrics.groups import worst_group_table
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         sys.exit(exc.exit_code)
     print()
     print(accuracy_table(result.measurements))
+    if worst := worst_group_table(result.measurements):
+        print(f"\n{worst}")
     if result.record.checks:
         from metrics.validation import checks_table
 

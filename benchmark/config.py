@@ -18,6 +18,7 @@ from attacks.corruption_suite import parse_corruption_suite, parse_fault_suite
 from benchmark.data import DataSpec, list_loaders
 from benchmark.errors import ConfigError
 from benchmark.sweep import parse_sweep
+from metrics.groups import parse_groups
 from metrics.validation import parse_validation
 
 #: Prefixes a ``_target_`` may start with: a config file is not a way to run
@@ -479,4 +480,5 @@ EXTRA_SECTIONS: dict[str, Any] = {
     "corruption": parse_corruption_suite,
     "fault": parse_fault_suite,
     "validation": parse_validation,
+    "groups": parse_groups,
 }

@@ -29,6 +29,7 @@ from benchmark.models import load_model, predict_logits, resolve_device
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
 from benchmark.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from metrics.corruption import corruption_measurements
+from metrics.groups import bias_measurements, check_groups
 from metrics.robustness import accuracy_measurements
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def derived_measurements(
     measurements = accuracy_measurements(outcomes)
     suite = spec.extras.get("corruption")
     measurements += corruption_measurements(outcomes, getattr(suite, "baseline", None))
+    measurements += bias_measurements(spec.extras.get("groups"), data, outcomes, seed=spec.seed)
     # group metrics, corruption errors, reliability flags ... extend this list
     return measurements
 
@@ -182,6 +184,7 @@ def run_benchmark(
     models = [load_model(m, device) for m in spec.models.values()]
     for m in models:
         _check_compatible(m, data)
+    check_groups(spec.extras.get("groups"), data)
     key = run_key(resolved_config, models, data)
     if on_key is not None:
         on_key(key)
