@@ -101,20 +101,21 @@ class SampleRNG:
     def __len__(self) -> int:
         return len(self.seeds)
 
-    def _stack(self, draw: Callable[[torch.Generator], Tensor], shape: tuple[int, ...],
+    def _stack(self, draw: Callable[..., Tensor], shape: tuple[int, ...],
                dtype: torch.dtype) -> Tensor:
-        if not self._gens:
-            return torch.empty((0, *shape), dtype=dtype, device=self.device)
-        return torch.stack([draw(g) for g in self._gens])
+        out = torch.empty((len(self._gens), *shape), dtype=dtype, device=self.device)
+        for row, g in zip(out, self._gens, strict=True):
+            draw(g, row)
+        return out
 
     def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
         return self._stack(
-            lambda g: torch.rand(shape, generator=g, device=self.device, dtype=dtype), shape, dtype
+            lambda g, o: torch.rand(shape, generator=g, out=o), shape, dtype
         )
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
         return self._stack(
-            lambda g: torch.randn(shape, generator=g, device=self.device, dtype=dtype), shape, dtype
+            lambda g, o: torch.randn(shape, generator=g, out=o), shape, dtype
         )
 
     def uniform(self, low: float, high: float, *shape: int,
@@ -127,7 +128,7 @@ class SampleRNG:
     def randint(self, low: int, high: int, *shape: int) -> Tensor:
         """Integers in ``[low, high)`` like ``np.random.randint``."""
         return self._stack(
-            lambda g: torch.randint(low, high, shape, generator=g, device=self.device),
+            lambda g, o: torch.randint(low, high, shape, generator=g, out=o),
             shape, torch.int64,
         )
 
@@ -305,6 +306,11 @@ def _border_index(i: Tensor, n: int, mode: str) -> Tensor:
 def _pad(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
     """Pad the last two dims by ``ph`` rows and ``pw`` columns on each side."""
     h, w = x.shape[-2:]
+    if mode == "nearest" or (mode == "reflect101" and ph < h and pw < w):
+        native = "replicate" if mode == "nearest" else "reflect"
+        shape = x.shape
+        y = F.pad(x.reshape(-1, 1, h, w), (pw, pw, ph, ph), mode=native)
+        return y.reshape(*shape[:-2], h + 2 * ph, w + 2 * pw)
     if ph:
         rows = _border_index(torch.arange(-ph, h + ph, device=x.device), h, mode)
         x = x.index_select(-2, rows)
@@ -314,22 +320,27 @@ def _pad(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
     return x
 
 
-def _correlate(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
-    """2-D correlation of every channel with one (kh, kw) kernel (odd sizes)."""
+def _depthwise(x: Tensor, kernel: Tensor) -> Tensor:
+    """Correlate every (sample, channel) plane of a padded batch with one
+    kernel: a grouped convolution, much faster on CPU than a batch of
+    single-channel images."""
     n, c, h, w = x.shape
     kh, kw = kernel.shape
-    xp = _pad(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
-    return F.conv2d(xp, kernel.to(x).view(1, 1, kh, kw)).view(n, c, h, w)
+    weight = kernel.to(x).view(1, 1, kh, kw).expand(n * c, 1, kh, kw)
+    return F.conv2d(x.reshape(1, n * c, h, w), weight, groups=n * c).view(
+        n, c, h - kh + 1, w - kw + 1)
+
+
+def _correlate(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
+    """2-D correlation of every channel with one (kh, kw) kernel (odd sizes)."""
+    kh, kw = kernel.shape
+    return _depthwise(_pad(x, kh // 2, kw // 2, mode), kernel)
 
 
 def _separable(x: Tensor, k1d: Tensor, mode: str) -> Tensor:
-    n, c, h, w = x.shape
     r = len(k1d) // 2
-    k = k1d.to(x)
-    y = _pad(x.reshape(n * c, 1, h, w), r, r, mode)
-    y = F.conv2d(y, k.view(1, 1, 1, -1))
-    y = F.conv2d(y, k.view(1, 1, -1, 1))
-    return y.view(n, c, h, w)
+    y = _depthwise(_pad(x, 0, r, mode), k1d.view(1, -1))
+    return _depthwise(_pad(y, r, 0, mode), k1d.view(-1, 1))
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:

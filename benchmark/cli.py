@@ -83,11 +83,12 @@ def list_main(args: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="rtb list", description=list_main.__doc__)
     parser.add_argument("group", nargs="?", help="only this config group (data, model, attack, ...)")
     ns = parser.parse_args(args)
-    groups = [ns.group] if ns.group else ["data", "model", "attack"]
+    groups = [ns.group] if ns.group else ["data", "model", "attack", "corruption", "fault"]
     for group in groups:
         options = group_options(group)
         if not options:
-            return error(f"Unknown config group {group!r}; expected one of: data, model, attack.")
+            return error(f"Unknown config group {group!r}; expected one of: data, model, attack, "
+                         "corruption, fault.")
         rows = []
         for opt in options:
             body = read_option(group, opt)
@@ -103,6 +104,12 @@ def list_main(args: Sequence[str]) -> int:
                 rows.append([opt, str(body.get("loader", opt)),
                              "built-in" if not body.get("root") and body.get("loader") in
                              ("mnist5k", "digits") else "needs data.root"])
+            elif group == "corruption":
+                rows.append([opt, f"{len(body.get('corruptions') or [])} corruptions",
+                             f"severities={body.get('severities')} baseline={body.get('baseline')}"])
+            elif group == "fault":
+                rows.append([opt, f"{len(body.get('faults') or {})} faults",
+                             ", ".join(body.get("faults") or {})])
             else:
                 rows.append([opt, "", ""])
         print(f"\n{group} (select with {group}=NAME" +

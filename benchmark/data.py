@@ -483,3 +483,43 @@ def _load_npz(spec: DataSpec) -> RawData:
                    train_x=None if train_x is None else _to_nchw(train_x, spec.name),
                    train_y=None if train_y is None else torch.from_numpy(
                        np.asarray(train_y).astype(np.int64).reshape(-1)))
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
+
+
+@register_loader("cifar10c")
+def _load_cifar_c(spec: DataSpec) -> RawData:
+    """CIFAR-10-C / CIFAR-100-C: ``<corruption>.npy`` (N x 32 x 32 x 3 uint8, the
+    five severities stacked in blocks of N/5) and ``labels.npy``; options
+    ``corruption``, ``severity`` (1..5) and ``classes`` (cifar10 | cifar100)."""
+    root = _require_root(spec, "<corruption>.npy and labels.npy (CIFAR-10-C / CIFAR-100-C)")
+    corruption = str(spec.options.get("corruption", "gaussian_noise"))
+    severity = spec.options.get("severity", 5)
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+        raise DataError(f"Dataset {spec.name!r}: expected options.severity in 1..5, "
+                        f"but got {severity!r}.")
+    arrays = []
+    for stem in (corruption, "labels"):
+        path = root / f"{stem}.npy"
+        if not path.is_file():
+            have = sorted(p.stem for p in root.glob("*.npy"))
+            raise DataError(f"Dataset {spec.name!r}: expected {str(path)!r}, but it does not "
+                            f"exist (found: {', '.join(have) or 'no .npy files'}).")
+        try:
+            arrays.append(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (ValueError, OSError) as exc:
+            raise DataError(f"Dataset {spec.name!r}: could not read {str(path)!r} ({exc}).") from None
+    images, labels = arrays
+    n = len(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or n % 5 or len(labels) != n:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected {corruption}.npy as N x H x W x 3 with N a "
+            f"multiple of 5 and N labels, but got shape {images.shape} and {len(labels)} labels."
+        )
+    block = slice((severity - 1) * (n // 5), severity * (n // 5))
+    y = torch.from_numpy(np.asarray(labels[block]).astype(np.int64))
+    kind = spec.options.get("classes", "cifar10")
+    classes = CIFAR10_CLASSES if kind == "cifar10" else [str(i) for i in range(100)]
+    return RawData(x=_to_nchw(np.asarray(images[block]), spec.name), y=y, classes=classes)
