@@ -32,6 +32,7 @@ Commands:
   gate     check release rules (conf/gate/) for CI; exit 0 pass, 1 fail (rtb gate --help)
   report   HTML or Markdown report of a run or a version comparison (rtb report --help)
   validate data and model checks, or drift of a batch (rtb validate --help); exit 1 on failure
+  mlflow-log  log a run or a sweep to an MLflow tracking store (optional extra `mlflow`)
 
 Examples:
   rtb run                                   # default: mnist_cnn@v1 vs @v2, FGSM + PGD
@@ -132,6 +133,13 @@ def validate_main(args: Sequence[str]) -> int:
     return main_(args)
 
 
+def mlflow_log_main(args: Sequence[str]) -> int:
+    """``rtb mlflow-log`` (benchmark.mlflow_log); imported on use, MLflow is optional."""
+    from benchmark.mlflow_log import mlflow_log_main as main_
+
+    return main_(args)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "list": list_main,
@@ -140,6 +148,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "gate": gate_main,
     "report": report_main,
     "validate": validate_main,
+    "mlflow-log": mlflow_log_main,
 }
 
 

@@ -62,7 +62,8 @@ def group_measurements(outcomes: list[Outcome], feature: str, groups: np.ndarray
 
 def write_run(root: Path, *, versions: tuple[str, ...] = ("v1", "v2"), seed: int = 0,
               corruption: bool = True, groups: bool = True, checks: bool = True,
-              fingerprint: str = "f" * 64, run_id: str | None = None
+              fingerprint: str = "f" * 64, run_id: str | None = None,
+              extra: dict | None = None, root_dir: Path | None = None
               ) -> tuple[Path, list[Outcome]]:
     """A run directory written by the real record writer."""
     rng = np.random.default_rng(seed)
@@ -90,8 +91,9 @@ def write_run(root: Path, *, versions: tuple[str, ...] = ("v1", "v2"), seed: int
               "shape": [1, 8, 8]},
         seed=seed, device="cpu", env={"platform": "test-platform", "torch_threads": 1},
         git={"commit": "abc123", "dirty": False}, measurements=measurements, checks=check_rows,
+        extra=extra or {},
     )
-    run_dir = root / run_id
+    run_dir = root_dir or root / run_id
     write_record(run_dir, record, outcomes)
     return run_dir, outcomes
 
