@@ -36,10 +36,10 @@ _FAULTS: dict[str, FaultFn] = {}
 
 def register_fault(name: str) -> Callable[[FaultFn], FaultFn]:
     """Register ``fn(x, **params)`` as fault ``name``; a duplicate name raises."""
+    if name in _FAULTS:
+        raise ValueError(f"A fault named {name!r} is already registered.")
 
     def deco(fn: FaultFn) -> FaultFn:
-        if name in _FAULTS:
-            raise ValueError(f"A fault named {name!r} is already registered.")
         _FAULTS[name] = fn
         return fn
 
