@@ -27,6 +27,7 @@ fails less.
 Commands:
   run      run a benchmark; Hydra overrides pass through (rtb run --help)
   list     list datasets, model versions and attacks from the config groups
+  reproduce  re-run a stored run from its record; are the outcomes identical?
   store    list, export or rebuild the results store (rtb store --help)
   compare  compare versions with paired statistics (rtb compare --help)
   gate     check release rules (conf/gate/) for CI; exit 0 pass, 1 fail (rtb gate --help)
@@ -140,9 +141,17 @@ def mlflow_log_main(args: Sequence[str]) -> int:
     return main_(args)
 
 
+def reproduce_main(args: Sequence[str]) -> int:
+    """``rtb reproduce`` (benchmark.reproduce)."""
+    from benchmark.reproduce import reproduce_main as main_
+
+    return main_(args)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "run": run_main,
     "list": list_main,
+    "reproduce": reproduce_main,
     "store": store_main,
     "compare": compare_main,
     "gate": gate_main,

@@ -84,7 +84,26 @@ def environment(device: torch.device) -> dict[str, Any]:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "argv": sys.argv,
     }
+    env.update(torch_build())
     return env
+
+
+def torch_build() -> dict[str, Any]:
+    """How torch was built and how it is set to compute (reproduction diffs)."""
+    return {
+        "torch_version": torch.__version__,
+        "torch_git": getattr(torch.version, "git_version", None),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "mkl": torch.backends.mkl.is_available(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "cudnn_version": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "mkl_num_threads": os.environ.get("MKL_NUM_THREADS"),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "python_hash_seed": os.environ.get("PYTHONHASHSEED"),
+    }
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
