@@ -398,7 +398,7 @@ def _metadata_feature(spec: FeatureSpec, ctx: FeatureContext) -> pd.Series:
     dup = keys[keys.duplicated()]
     if len(dup):
         raise DataError(MSG_CSV_DUPLICATE_KEYS.format(feature=spec.name, on=spec.on,
-                                                      path=spec.csv, key=dup.iloc[0]))
+                                                      path=spec.csv, key=dup.tolist()[0]))
     ours = _column(data.groups, spec.on, spec, f"the group columns of dataset {data.name!r}")
     lookup = dict(zip(keys.astype(str), values, strict=True))
     return pd.Series([lookup.get(str(k)) for k in ours], dtype=object)
@@ -456,10 +456,12 @@ def check_groups(spec: GroupsSpec | None, data: EvalSet) -> None:
 
 
 def _accuracy_of(j: int) -> Callable[[Any, Any], float]:
-    """Accuracy of column ``j`` of a stacked prediction matrix."""
+    """Accuracy of column ``j`` of a stacked prediction matrix (fairlearn
+    hands a one-column matrix over as a vector)."""
 
     def accuracy(y_true: Any, y_pred: Any) -> float:
-        return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)[:, j]))
+        pred = np.asarray(y_pred)
+        return float(np.mean(np.asarray(y_true) == (pred if pred.ndim == 1 else pred[:, j])))
 
     return accuracy
 
