@@ -621,8 +621,14 @@ def save_run_dir(store: str | os.PathLike[str] | None, run_dir: str | os.PathLik
     """Store the run written into ``run_dir`` (the runner's hook after ``write_record``)."""
     run_dir = Path(run_dir)
     record, outcomes = read_run_dir(run_dir)
-    with open_store(store) as s:
-        return s.save_run(record, outcomes, run_dir=run_dir, sweep_id=sweep_id)
+    try:
+        with open_store(store) as s:
+            return s.save_run(record, outcomes, run_dir=run_dir, sweep_id=sweep_id)
+    except StoreError as exc:
+        raise StoreError(
+            f"{str(exc).rstrip('.')}; the run's files are safe in {str(run_dir)!r} "
+            f"(`rtb store rebuild {run_dir}` adds them)."
+        ) from None
 
 
 def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -748,8 +754,8 @@ def store_main(args: Sequence[str]) -> int:
             print(format_table(["run", "name", "data", "fingerprint", "models", "sweep", "status"],
                                rows, align="lllllll"))
         elif ns.action == "export":
-            ids = [s.resolve_run(r) for r in ns.run] if ns.run else None
-            n = export(s, ns.table, ns.path, ns.format, ids)
+            chosen = [s.resolve_run(r) for r in ns.run] if ns.run else None
+            n = export(s, ns.table, ns.path, ns.format, chosen)
             print(f"wrote {n} {ns.table} row(s) to {ns.path}")
         elif ns.action == "info":
             print(f"store: {s.path}\nschema version: {s.schema_version}")

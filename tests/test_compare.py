@@ -223,11 +223,13 @@ def test_compare_cli_formats_and_errors(tmp_path: Path, rng: np.random.Generator
     assert exc.value.code == 2
 
 
-def test_cli_error_is_one_line_exit_2(tmp_path: Path, run_cli: Any) -> None:
-    r = run_cli("compare", "a@v1", "a@v2", "--store", str(tmp_path / "none.sqlite"))
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [r.stderr.strip()]
-    assert r.stderr.startswith("rtb: error: No results store")
+def test_cli_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.cli import main
+
+    assert main(["compare", "a@v1", "a@v2", "--store", str(tmp_path / "none.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()]
+    assert err.startswith("rtb: error: No results store")
 
 
 def test_metric_direction() -> None:

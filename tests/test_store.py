@@ -295,18 +295,29 @@ def test_export_csv_parquet_and_frame(tmp_path: Path) -> None:
             s.frame("secrets")
 
 
-def test_store_cli(tmp_path: Path, run_cli: Any) -> None:
+def test_store_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.cli import main
+
     with Store(tmp_path / "s.sqlite") as s:
         s.save_run(*synth_run("20240101-x", n=5))
-    env = {store_mod.STORE_ENV: str(tmp_path / "s.sqlite")}
-    r = run_cli("store", "list", env=env)
-    assert r.returncode == 0 and "20240101-x" in r.stdout and "net@v1 net@v2" in r.stdout
-    r = run_cli("store", "export", "outcomes", "o.csv", "--run", "2024", env=env)
-    assert r.returncode == 0, r.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(store_mod.STORE_ENV, str(tmp_path / "s.sqlite"))
+    assert main(["store", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "20240101-x" in out and "net@v1 net@v2" in out
+    assert main(["store", "export", "outcomes", "o.csv", "--run", "2024"]) == 0
     assert len(pd.read_csv(tmp_path / "o.csv")) == 20
-    r = run_cli("store", "list", "--store", str(tmp_path / "none.sqlite"))
-    assert r.returncode == 2 and r.stderr.startswith("rtb: error: No results store")
-    assert len(r.stderr.strip().splitlines()) == 1
+    assert main(["store", "info"]) == 0
+    assert "outcomes: 20 rows" in capsys.readouterr().out
+    assert main(["store", "list", "--store", str(tmp_path / "none.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rtb: error: No results store") and len(err.strip().splitlines()) == 1
+    (tmp_path / "outputs").mkdir()
+    _write_run_dir(tmp_path / "outputs" / "day" / "run", "from_dir")
+    assert main(["store", "rebuild"]) == 0
+    with Store(tmp_path / "s.sqlite") as s:
+        assert sorted(s.run_ids()) == ["20240101-x", "from_dir"]
 
 
 def test_resolve_store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,3 +340,13 @@ def test_busy_store_times_out_with_one_line(tmp_path: Path) -> None:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_save_run_dir_failure_names_the_safe_run_dir(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _write_run_dir(run_dir, "r1")
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="the run's files are safe in .*rtb store rebuild"):
+        store_mod.save_run_dir(bad, run_dir)
+    assert store_mod.save_run_dir(tmp_path / "good.sqlite", run_dir) == "r1"
