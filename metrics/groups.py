@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -607,6 +608,7 @@ def bias_measurements(spec: GroupsSpec | None, data: EvalSet, outcomes: Sequence
     from metrics.disparity import disparity_measurements
     from metrics.slices import candidate_slices, slice_measurements
 
+    started = time.perf_counter()
     needed = {f.property for f in spec.features if f.kind == "property"}
     if spec.slices.enabled:
         needed |= set(spec.slices.properties or list_properties())
@@ -617,6 +619,8 @@ def bias_measurements(spec: GroupsSpec | None, data: EvalSet, outcomes: Sequence
     if spec.slices.enabled:
         candidates = candidate_slices(spec.slices, data, props, missing=spec.missing)
         rows += slice_measurements(outcomes, candidates, spec.slices)
+    log.info("Performance bias: %d measurements over %d outcome(s) and %d group feature(s) in "
+             "%.1f s", len(rows), len(outcomes), len(columns), time.perf_counter() - started)
     return rows
 
 
@@ -649,8 +653,8 @@ def worst_group_table(measurements: Sequence[Measurement]) -> str:
         label = threat if param < 0 else f"{threat} {eps}{param:g}"
         cells = [label]
         for v in versions:
-            m = by_version.get(v)
-            cells.append(f"{m.value:.3f} {m.group_feature}={m.group_value}" if m else "-")
+            w = by_version.get(v)
+            cells.append(f"{w.value:.3f} {w.group_feature}={w.group_value}" if w else "-")
         rows.append(cells)
     return "worst group per threat\n" + format_table(["threat", *versions], rows,
                                                      "l" * (1 + len(versions)))

@@ -131,8 +131,8 @@ def discover_slices(correct: np.ndarray | Sequence[bool], candidates: dict[str, 
     q = false_discovery_control(p, method="bh")
     overall = hits / total
     found = []
-    for i in np.flatnonzero(q <= fdr):
-        rest = total - n_arr[i]
+    for i in (int(j) for j in np.flatnonzero(q <= fdr)):
+        rest = int(total - n_arr[i])
         found.append(Slice(
             feature=feats[i], value=values[i], n=int(n_arr[i]), correct=int(k_arr[i]),
             accuracy=k_arr[i] / n_arr[i], complement_accuracy=(hits - k_arr[i]) / rest,
@@ -140,6 +140,16 @@ def discover_slices(correct: np.ndarray | Sequence[bool], candidates: dict[str, 
         ))
     found.sort(key=lambda s: (s.gap, s.q_value, s.feature, s.value))
     return SliceReport(slices=found, candidates=len(sizes), fdr=fdr)
+
+
+def _row(o: Outcome, metric: str, value: float, n: int, *, group_feature: str = "",
+         group_value: str = "", ci_low: float | None = None, ci_high: float | None = None,
+         definition: str = "") -> Measurement:
+    t = o.threat
+    return Measurement(model=o.model, version=o.version, family=t.family, threat=t.name,
+                       param=t.param, metric=metric, value=float(value), n=int(n),
+                       group_feature=group_feature, group_value=group_value, ci_low=ci_low,
+                       ci_high=ci_high, definition=definition)
 
 
 def slice_measurements(outcomes: Sequence[Outcome], candidates: dict[str, pd.Series],
@@ -150,22 +160,18 @@ def slice_measurements(outcomes: Sequence[Outcome], candidates: dict[str, pd.Ser
     for o in outcomes:
         rep = discover_slices(o.correct, candidates, min_size=spec.min_size, fdr=spec.fdr)
         t = o.threat
-        base = {"model": o.model, "version": o.version, "family": t.family, "threat": t.name,
-                "param": t.param}
-        rows.append(Measurement(**base, metric="slices_significant", value=len(rep.slices),
-                                n=len(o.correct), definition=COUNT_DEFINITION.format(
-                                    fdr=spec.fdr, m=rep.candidates, min_size=spec.min_size)))
+        rows.append(_row(o, "slices_significant", len(rep.slices), len(o.correct),
+                         definition=COUNT_DEFINITION.format(fdr=spec.fdr, m=rep.candidates,
+                                                            min_size=spec.min_size)))
         gap_def = GAP_DEFINITION.format(fdr=spec.fdr, m=rep.candidates, min_size=spec.min_size)
         for s in rep.slices[: spec.top]:
             lo, hi = wilson_interval(s.correct, s.n)
             feature = SLICE_PREFIX + s.feature
-            rows.append(Measurement(**base, metric="slice_accuracy_gap", value=s.gap, n=s.n,
-                                    group_feature=feature, group_value=s.value,
-                                    ci_low=lo - s.overall_accuracy,
-                                    ci_high=hi - s.overall_accuracy, definition=gap_def))
-            rows.append(Measurement(**base, metric="slice_q_value", value=s.q_value, n=s.n,
-                                    group_feature=feature, group_value=s.value,
-                                    definition=Q_DEFINITION))
+            rows.append(_row(o, "slice_accuracy_gap", s.gap, s.n, group_feature=feature,
+                             group_value=s.value, ci_low=lo - s.overall_accuracy,
+                             ci_high=hi - s.overall_accuracy, definition=gap_def))
+            rows.append(_row(o, "slice_q_value", s.q_value, s.n, group_feature=feature,
+                             group_value=s.value, definition=Q_DEFINITION))
         if rep.slices and not math.isnan(rep.slices[0].gap):
             s = rep.slices[0]
             log.info("%s@%s %s: worst slice %s=%s (n=%d, gap %+.3f, q=%.2g)", o.model,
