@@ -19,6 +19,7 @@ from benchmark.data import DataSpec, list_loaders
 from benchmark.errors import ConfigError
 from benchmark.sweep import parse_sweep
 from metrics.groups import parse_groups
+from metrics.reliability import parse_reliability
 from metrics.validation import parse_validation
 
 #: Prefixes a ``_target_`` may start with: a config file is not a way to run
@@ -481,4 +482,5 @@ EXTRA_SECTIONS: dict[str, Any] = {
     "fault": parse_fault_suite,
     "validation": parse_validation,
     "groups": parse_groups,
+    "reliability": parse_reliability,
 }

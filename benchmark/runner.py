@@ -30,6 +30,7 @@ from benchmark.record import RunRecord, config_hash, environment, package_versio
 from benchmark.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from metrics.corruption import corruption_measurements
 from metrics.groups import bias_measurements, check_groups
+from metrics.reliability import flags_after_threats, flags_before_threats
 from metrics.robustness import accuracy_measurements
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def run_benchmark(
     log.info("Evaluating %d version(s) on %s (%d samples) on %s", len(models), data.name,
              len(data), device)
     checks = pre_checks(spec, data, models)
+    checks += flags_before_threats(spec, data, models)
 
     outcomes: list[Outcome] = []
     with tqdm(total=len(models) * count_steps(spec), desc="rtb", unit="step",
@@ -203,6 +205,7 @@ def run_benchmark(
             outcomes.extend(threat_outcomes(spec, model, data, clean, bar))
 
     measurements = derived_measurements(spec, data, models, outcomes)
+    checks += flags_after_threats(spec, data, models, outcomes)
     run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
     for m in measurements:
         m.run = run_id

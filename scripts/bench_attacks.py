@@ -1,0 +1,131 @@
+"""Attack overhead, measured side by side in one run.
+
+1. PGD-Linf (10 steps, batch 128) on the mnist5k test images with the
+   reference CNN: rtb (``attacks.sweep.run_attack``) against the floor (a bare
+   torch loop of the same forward+backward passes on the same batches) and
+   against ART's PGD called the plain way (a PyTorchClassifier around the
+   model with trainable parameters, ``generate`` on numpy arrays).
+2. A 5-point eps sweep with the early exit against five independent runs.
+
+Each timing is the best of ``--repeats`` (the machine is shared and noisy).
+
+    python scripts/bench_attacks.py [--n 1000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from attacks.art_adapter import ArtAdapter
+from attacks.sweep import independent_outcome, predict, run_attack
+from benchmark.compose import compose_spec
+from benchmark.config import AttackSpec
+from benchmark.data import load_evalset
+from benchmark.models import load_model
+from benchmark.types import ModelUnderTest
+
+EPS = 0.3
+STEPS = 10
+BATCH = 128
+SWEEP = (0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+def best_of(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def floor(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Bare PGD-Linf: random start, STEPS x (forward, CE, input gradient, sign
+    step, projection) per batch of BATCH."""
+    out = []
+    step = eps / 4
+    for i in range(0, len(x), BATCH):
+        xb, yb = x[i : i + BATCH], y[i : i + BATCH]
+        adv = (xb + torch.empty_like(xb).uniform_(-eps, eps)).clamp(0, 1)
+        for _ in range(STEPS):
+            adv.requires_grad_(True)
+            loss = nn.functional.cross_entropy(model.module(adv), yb)
+            (grad,) = torch.autograd.grad(loss, adv)
+            with torch.no_grad():
+                adv = adv + step * grad.sign()
+                adv = (xb + (adv - xb).clamp(-eps, eps)).clamp(0, 1)
+        out.append(adv.detach())
+    return torch.cat(out)
+
+
+def art_plain(model: ModelUnderTest, x: np.ndarray, y: np.ndarray, eps: float) -> np.ndarray:
+    """ART's PGD as a user would call it: trainable weights, numpy in and out."""
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+    from art.estimators.classification import PyTorchClassifier
+
+    module = copy.deepcopy(model.module)
+    for p in module.parameters():
+        p.requires_grad_(True)
+    clf = PyTorchClassifier(model=module, loss=nn.CrossEntropyLoss(),
+                            input_shape=tuple(model.input_shape),
+                            nb_classes=model.num_classes, clip_values=(0.0, 1.0))
+    attack = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=eps, eps_step=eps / 4,
+                                             max_iter=STEPS, num_random_init=1,
+                                             batch_size=BATCH, verbose=False)
+    return attack.generate(x=x, y=y)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    spec, _ = compose_spec([f"data.n_samples={args.n}", "model=[mnist_cnn_v1]",
+                            "attack=[pgd_linf]", f"attack.pgd_linf.max_iter={STEPS}",
+                            "attack.pgd_linf.eps_step_ratio=0.25",
+                            f"attack.pgd_linf.eps=[{EPS}]", f"batch_size={BATCH}"])
+    data = load_evalset(spec.data)
+    model = load_model(spec.models["mnist_cnn_v1"], torch.device("cpu"))
+    pgd: AttackSpec = spec.attacks["pgd_linf"]
+    adapter = ArtAdapter(model, BATCH)
+    clean = predict(model, data.x, BATCH)
+    keep = torch.from_numpy(np.flatnonzero(clean == data.y.numpy()))
+    xs, ys = data.x[keep], data.y[keep]  # the points every contender attacks
+    xs_np, ys_np = xs.numpy(), ys.numpy()
+    print(f"PGD-Linf eps={EPS}, {STEPS} steps, batch {BATCH}, {len(xs)} of {len(data)} "
+          f"clean-correct mnist5k test images, {model.key}, torch threads "
+          f"{torch.get_num_threads()}, best of {args.repeats}")
+
+    t_rtb = t_floor = t_art = float("inf")
+    for _ in range(args.repeats):  # interleaved, so load changes hit all three alike
+        t_floor = min(t_floor, best_of(lambda: floor(model, xs, ys, EPS), 1))
+        t_rtb = min(t_rtb, best_of(
+            lambda: list(run_attack(adapter, pgd, data.x, data.y, clean, 0)), 1))
+        t_art = min(t_art, best_of(lambda: art_plain(model, xs_np, ys_np, EPS), 1))
+    print(f"  floor (bare torch loop)   {t_floor:7.2f} s   1.00x")
+    print(f"  rtb                       {t_rtb:7.2f} s   {t_rtb / t_floor:.2f}x floor")
+    print(f"  ART called the plain way  {t_art:7.2f} s   {t_art / t_floor:.2f}x floor")
+
+    sweep = AttackSpec(**{**pgd.__dict__, "eps": SWEEP})
+    t_exit = t_indep = float("inf")
+    for _ in range(args.repeats):
+        t_exit = min(t_exit, best_of(
+            lambda: list(run_attack(adapter, sweep, data.x, data.y, clean, 0)), 1))
+        t_indep = min(t_indep, best_of(
+            lambda: [independent_outcome(adapter, sweep, e, data.x, data.y, clean, 0)
+                     for e in SWEEP], 1))
+    print(f"5-point sweep eps={list(SWEEP)}")
+    print(f"  five independent runs     {t_indep:7.2f} s   1.00x")
+    print(f"  with early exit           {t_exit:7.2f} s   {t_exit / t_indep:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Each reliability flag, on a model built to trigger it and on one that does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import BandNet, make_evalset, make_model
+from torch import nn
+
+from attacks.art_adapter import ArtAdapter
+from attacks.sweep import independent_outcome, predict, run_attack
+from benchmark.config import AttackSpec, parse_attack
+from benchmark.errors import ConfigError
+from benchmark.types import EvalSet, ModelUnderTest
+from metrics.reliability import (
+    attack_flags,
+    gradient_flag,
+    logits_flag,
+    monotone_flag,
+    parse_reliability,
+    repeat_flag,
+    weaker_attack_flag,
+)
+
+SHAPE = (1, 8, 8)
+
+
+class StepNet(BandNet):
+    """BandNet behind a quantizer: accurate, but zero gradients everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.round(x * 4) / 4)
+
+
+class DetachedNet(BandNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.detach())
+
+
+class DropoutNet(BandNet):
+    """Dropout applied whatever the mode: outputs change between passes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.dropout(x, 0.5, training=True))
+
+
+class SoftmaxNet(BandNet):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).softmax(1)
+
+
+class OvershootNet(nn.Module):
+    """Class 1 wins only when the mean pixel is near 0.5: a big FGSM step
+    overshoots the region a small one reaches."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.flatten(1).mean(1)
+        return torch.stack([torch.zeros_like(m), 1 - 40 * (m - 0.5) ** 2], 1)
+
+
+def attack(cls: str, **kw: Any) -> AttackSpec:
+    return parse_attack("a", {"_target_": f"art.attacks.evasion.{cls}", **kw}, SHAPE)
+
+
+FGSM = dict(norm="inf", eps=[0.1, 0.3], eps_step_ratio=1.0)
+
+
+def pgd(**kw: Any) -> AttackSpec:
+    base = dict(norm="inf", eps=[0.1, 0.3], eps_step_ratio=0.25, max_iter=10,
+                num_random_init=0)
+    return attack("ProjectedGradientDescentPyTorch", **{**base, **kw})
+
+
+def flags(model: ModelUnderTest, spec: AttackSpec, data: EvalSet) -> dict[str, Any]:
+    adapter = ArtAdapter(model, 16)
+    clean = predict(model, data.x, 16)
+    outs = list(run_attack(adapter, spec, data.x, data.y, clean, 0))
+    return {r.check: r for r in attack_flags(adapter, spec, outs, data.x, data.y, clean, 0, 12)}
+
+
+@pytest.fixture
+def data() -> EvalSet:
+    return make_evalset(n=12)
+
+
+def test_gradient_flag(data: EvalSet) -> None:
+    ok = gradient_flag(make_model(), data.x, data.y)
+    assert ok.status == "pass" and ok.evidence["frac_zero"] == 0
+    step = gradient_flag(make_model(StepNet()), data.x, data.y)
+    assert step.status == "fail" and step.evidence["frac_zero"] == 1.0
+    detached = gradient_flag(make_model(DetachedNet()), data.x, data.y)
+    assert detached.status == "fail" and "unavailable" in detached.message
+
+
+def test_repeat_flag(data: EvalSet) -> None:
+    assert repeat_flag(make_model(), data.x, data.y).status == "pass"
+    bad = repeat_flag(make_model(DropoutNet()), data.x, data.y)
+    assert bad.status == "fail" and bad.evidence["max_abs_diff"] > 0
+
+
+def test_logits_flag(data: EvalSet) -> None:
+    assert logits_flag(make_model(), data.x, data.y).status == "pass"
+    bad = logits_flag(make_model(SoftmaxNet()), data.x, data.y)
+    assert bad.status == "warn" and bad.evidence["looks_like"] == "probabilities"
+    log_probs = logits_flag(make_model(nn.Sequential(BandNet(), nn.LogSoftmax(1))),
+                            data.x, data.y)
+    assert log_probs.evidence["looks_like"] == "log-probabilities"
+
+
+def test_monotone_flag_on_overshooting_model() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = (0.3 + 0.01 * torch.rand(12, 1, 8, 8, generator=g))
+    data = EvalSet(name="flat", x=x, y=torch.zeros(12, dtype=torch.long), classes=["0", "1"])
+    model = make_model(OvershootNet(), classes=2)
+    spec = attack("FastGradientMethod", norm="inf", eps=[0.2, 0.5], eps_step_ratio=1.0)
+    result = flags(model, spec, data)["accuracy_monotone"]
+    assert result.status == "warn" and result.evidence["survive_larger_eps"] == 12
+    # the independent reference: each budget attacked on its own really rises
+    adapter = ArtAdapter(model, 16)
+    clean = predict(model, x, 16)
+    accs = [independent_outcome(adapter, spec, e, x, data.y, clean, 0).accuracy for e in spec.eps]
+    assert accs[1] > accs[0]
+    # outcomes whose accuracy rises fail outright
+    outs = [independent_outcome(adapter, spec, e, x, data.y, clean, 0) for e in spec.eps]
+    assert monotone_flag("a", outs, "s").status == "fail"
+
+
+def test_monotone_flag_passes_on_linear_model(data: EvalSet) -> None:
+    result = flags(make_model(), attack("FastGradientMethod", **FGSM), data)["accuracy_monotone"]
+    assert result.status == "pass"
+
+
+def test_unbounded_budget_flag(data: EvalSet) -> None:
+    assert flags(make_model(), pgd(), data)["unbounded_budget"].status == "pass"
+    bad = flags(make_model(StepNet()), pgd(), data)["unbounded_budget"]
+    assert bad.status == "fail" and bad.evidence["success_rate"] < 0.5
+
+
+def test_optimization_complete_flag(data: EvalSet) -> None:
+    weak = pgd(eps=[0.1, 0.4], max_iter=2, eps_step_ratio=0.25)  # 2 steps end short
+    bad = flags(make_model(), weak, data)["optimization_complete"]
+    assert bad.status == "warn" and bad.evidence["extra_broken_2x"] > 0
+    assert bad.evidence["loss_2x"] > bad.evidence["loss"]
+    assert flags(make_model(), pgd(max_iter=20), data)["optimization_complete"].status == "pass"
+
+
+def _outcomes(model: ModelUnderTest, specs: dict[str, AttackSpec], data: EvalSet) -> list[Any]:
+    adapter = ArtAdapter(model, 16)
+    clean = predict(model, data.x, 16)
+    out = []
+    for name, spec in specs.items():
+        spec = AttackSpec(**{**spec.__dict__, "name": name})
+        out.extend(run_attack(adapter, spec, data.x, data.y, clean, 0))
+    return out
+
+
+def test_black_box_beating_white_box(data: EvalSet) -> None:
+    square = attack("SquareAttack", norm="inf", eps=[0.5], max_iter=50)
+    specs = {"pgd": pgd(eps=[0.5]), "square": square}
+    bad = weaker_attack_flag(_outcomes(make_model(StepNet()), specs, data), "s")
+    assert bad.status == "warn" and bad.evidence["found"][0]["weaker"] == "square"
+    ok = weaker_attack_flag(_outcomes(make_model(), specs, data), "s")
+    assert ok.status == "pass" and ok.evidence["comparisons"] == 1
+
+
+def test_single_step_beating_iterative(data: EvalSet) -> None:
+    fgsm = attack("FastGradientMethod", norm="inf", eps=[0.3], eps_step_ratio=1.0)
+    weak = {"pgd": pgd(eps=[0.3], max_iter=1, eps_step_ratio=0.05), "fgsm": fgsm}
+    bad = weaker_attack_flag(_outcomes(make_model(), weak, data), "s")
+    assert bad.status == "warn" and bad.evidence["found"][0]["kind"] == "single-step"
+    strong = {"pgd": pgd(eps=[0.3]), "fgsm": fgsm}
+    assert weaker_attack_flag(_outcomes(make_model(), strong, data), "s").status == "pass"
+
+
+def test_black_box_member_of_ensemble(data: EvalSet) -> None:
+    members = {"pgd": {"_target_": "art.attacks.evasion.ProjectedGradientDescentPyTorch",
+                       "max_iter": 5, "eps_step_ratio": 0.25},
+               "square": {"_target_": "art.attacks.evasion.SquareAttack", "max_iter": 50}}
+    spec = parse_attack("ens", {"eps": [0.5], "threat_norm": "inf", "members": members}, SHAPE)
+    bad = weaker_attack_flag(_outcomes(make_model(StepNet()), {"ens": spec}, data), "s")
+    assert bad.status == "warn" and bad.evidence["found"][0]["kind"] == "black-box member"
+    assert weaker_attack_flag(_outcomes(make_model(), {"ens": spec}, data), "s").status == "pass"
+
+
+def test_parse_reliability() -> None:
+    assert parse_reliability({"n_samples": 8}).n_samples == 8
+    with pytest.raises(ConfigError, match="reliability.n_samples"):
+        parse_reliability({"n_samples": 0})
+    with pytest.raises(ConfigError, match="reliability.every"):
+        parse_reliability({"every": 1})
+    with pytest.raises(ConfigError, match="reliability.enabled"):
+        parse_reliability({"enabled": "yes"})
+
+
+def test_flags_reach_the_record(tmp_path: Any) -> None:
+    """The runner puts the flags into the record's checks."""
+    from conftest import write_checkpoint, write_npz
+
+    from benchmark.compose import compose_spec
+    from benchmark.runner import run_benchmark
+
+    ckpt, npz = write_checkpoint(tmp_path / "t.pt"), write_npz(tmp_path / "t.npz", n=12)
+    from conftest import tiny_overrides
+
+    spec, resolved = compose_spec(tiny_overrides(ckpt, npz) + ["reliability.n_samples=4",
+                                                               "store=null"])
+    result = run_benchmark(spec, tmp_path / "out", resolved_config=resolved, progress=False)
+    names = {c.check for c in result.record.checks if c.subject.endswith("attacks")}
+    assert {"gradients", "deterministic_outputs", "logit_outputs", "accuracy_monotone",
+            "unbounded_budget", "weaker_attack_wins"} <= names
+    assert np.all([c.status in ("pass", "warn", "fail") for c in result.record.checks])
