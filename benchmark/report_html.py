@@ -28,6 +28,7 @@ from benchmark.plots import Plot, all_plots
 #: ``benchmark.record.RECORD_FILE``, not imported from there: that module loads
 #: torch, which a report never needs.
 RECORD_FILE = "record.json"
+OUTCOMES_FILE = "outcomes.parquet"
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,12 @@ PARAM_NAME = {"attack": "eps", "corruption": "severity"}
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """One run's record (as in ``record.json``) and where it came from."""
+    """One run's record (as in ``record.json``), where it came from, and how
+    to read its per-sample outcomes (for the paired comparison)."""
 
     record: dict[str, Any]
     source: str
+    outcomes: Callable[[], pd.DataFrame] = field(default=pd.DataFrame, compare=False, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -70,6 +73,7 @@ class Report:
     runs: list[LoadedRun]
     series: list[str]
     summary: Table
+    paired: list[Table]
     plots: list[Plot]
     groups: Table | None
     checks: Table
@@ -88,7 +92,9 @@ def _run_dir_record(path: Path) -> LoadedRun:
             f"Expected {str(path / RECORD_FILE)!r} to be an rtb run record with measurements, "
             "but it has none."
         )
-    return LoadedRun(record=record, source=str(path))
+    parquet = path / OUTCOMES_FILE
+    return LoadedRun(record=record, source=str(path),
+                     outcomes=lambda: pd.read_parquet(parquet) if parquet.exists() else pd.DataFrame())
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -119,7 +125,18 @@ def resolve_run(ref: str, store: str | None = None) -> LoadedRun:
         )
     with open_store(store_path, create=False) as s:
         run_id = s.resolve_run(ref)
-        return LoadedRun(record=s.record(run_id), source=f"store {store_path}")
+        return LoadedRun(record=s.record(run_id), source=f"store {store_path}",
+                         outcomes=_stored_outcomes(store_path, run_id))
+
+
+def _stored_outcomes(store_path: Path, run_id: str) -> Callable[[], pd.DataFrame]:
+    def read() -> pd.DataFrame:
+        from benchmark.store import open_store
+
+        with open_store(store_path, create=False) as s:
+            return s.outcomes(run_id).drop(columns=["run_id"], errors="ignore")
+
+    return read
 
 
 def _version_keys(record: dict[str, Any]) -> list[str]:
@@ -158,7 +175,8 @@ def runs_for_versions(versions: Sequence[str], store: str | None = None) -> list
             chosen = [newest]
         else:
             chosen = list(dict.fromkeys(ids[-1] for ids in per_version.values()))
-        return [LoadedRun(record=s.record(r), source=f"store {store_path}") for r in chosen]
+        return [LoadedRun(record=s.record(r), source=f"store {store_path}",
+                          outcomes=_stored_outcomes(store_path, r)) for r in chosen]
 
 
 def load_runs(refs: Sequence[str], compare: Sequence[str] = (), store: str | None = None
@@ -343,6 +361,57 @@ def provenance_tables(run: LoadedRun) -> list[Table]:
     ]
 
 
+def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str]) -> list[Table]:
+    """``rtb compare`` on the report's runs: each later version against the
+    first, sample by sample (McNemar's exact test for accuracy, Holm-adjusted),
+    from a temporary store holding only these runs."""
+    if len(versions) < 2:
+        return []
+    import tempfile
+
+    from benchmark.compare import compare, select_sides
+    from benchmark.store import Store
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "report.sqlite") as store:
+            for r in runs:
+                store.save_run(r.record, r.outcomes())
+            sides = select_sides(store, list(versions), runs=[r.run_id for r in runs])
+            result = compare(store, sides)
+    except UserError as exc:
+        return [Table(title="Paired comparison", headers=[], rows=[],
+                      note=f"No paired comparison: {exc}")]
+    tables = []
+    for cand in result.candidates:
+        rows, classes = [], []
+        for r in result.rows:
+            if r.candidate != cand.key or r.group_feature:
+                continue
+            marker = "" if not r.significant else ("better" if r.improved else
+                                                   "worse" if r.improved is False else "changed")
+            ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+            rows.append([r.label, r.metric, _fmt(r.value_baseline), _fmt(r.value_candidate),
+                         f"{r.difference:+.3f}", ci, r.test, _fmt_p(r.p_value),
+                         _fmt_p(r.p_adjusted), marker])
+            classes.append([""] * 9 + [f"sig-{marker}" if marker else ""])
+        note = (f"Paired on the same samples; significant at alpha={result.alpha:g} after "
+                f"{result.adjust} adjustment over every test of the comparison.")
+        if result.excluded:
+            note += f" Left out: {len(result.excluded)} metric(s) (`rtb compare` lists why)."
+        tables.append(Table(
+            title=f"Paired comparison: {cand.key} vs {result.baseline.key}",
+            headers=["threat", "metric", result.baseline.key, cand.key, "diff",
+                     "95% CI of diff", "test", "p", f"p ({result.adjust})", "significant"],
+            rows=rows, classes=classes, note=note))
+    return tables
+
+
+def _fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return "-"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
+
+
 def comparability_notes(runs: Sequence[LoadedRun]) -> list[str]:
     """Say when runs in one report were not measured on the same data."""
     prints = {r.run_id: (r.record.get("data") or {}).get("fingerprint") for r in runs}
@@ -365,8 +434,10 @@ def build_report(runs: Sequence[LoadedRun], compare: Sequence[str] = (),
         )
     if title is None:
         title = "rtb report: " + (" vs ".join(series) if len(series) <= 4 else f"{len(series)} versions")
+    keys = list(dict.fromkeys(df["key"]))
+    paired = paired_tables(runs, keys) if len(keys) == len(series) else []
     return Report(title=title, runs=list(runs), series=series, summary=summary_table(df),
-                  plots=all_plots(df), groups=group_table(df), checks=checks_table(runs),
+                  paired=paired, plots=all_plots(df), groups=group_table(df), checks=checks_table(runs),
                   notes=comparability_notes(runs))
 
 
@@ -383,6 +454,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:.88em}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.mono,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em;word-break:break-all}
+.sig-better,.status-pass{background:#dafbe1}.sig-worse{background:#ffebe9;font-weight:600}
 .status-pass{background:#dafbe1}.status-warn{background:#fff8c5}.status-fail{background:#ffebe9;
 font-weight:600}
 figure{margin:16px 0}figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
@@ -442,6 +514,8 @@ def render_html(report: Report) -> str:
     parts += [f'<p class="warning">{_e(n)}</p>' for n in report.notes]
     parts += ['<h2 id="summary">' + _e(report.summary.title) + "</h2>",
               _html_table(report.summary)]
+    for t in report.paired:
+        parts += [f"<h3>{_e(t.title)}</h3>", _html_table(t)]
     parts.append('<h2 id="plots">Plots</h2>')
     for p in report.plots:
         parts += [f"<h3>{_e(p.title)}</h3>", _html_plot(p)]
@@ -491,7 +565,10 @@ def render_markdown(report: Report, assets: Path, link_prefix: str) -> str:
             for r in report.runs]
     out.append("")
     out += [f"> **Note:** {n}\n" for n in report.notes]
-    out += [f"## {report.summary.title}", "", _md_table(report.summary), "## Plots", ""]
+    out += [f"## {report.summary.title}", "", _md_table(report.summary)]
+    for t in report.paired:
+        out += [f"### {t.title}", "", _md_table(t)]
+    out += ["## Plots", ""]
     for p in report.plots:
         (assets / f"{p.key}.png").write_bytes(p.png)
         out += [f"### {p.title}", "", f"![{p.title}]({link_prefix}/{p.key}.png)", "",

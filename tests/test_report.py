@@ -159,6 +159,7 @@ def test_html_is_self_contained_and_has_every_plot(tmp_path: Path, capsys) -> No
             assert png_size(png) == (int(attrs["width"]), int(attrs["height"]))
             plots[attrs["data-plot"]] = png
     assert set(plots) == EXPECTED_PLOTS
+    assert "Paired comparison: tiny@v2 vs tiny@v1" in text
     assert "url(" not in doc.style and "@import" not in doc.style
     # every in-page link points at an anchor of the page
     ids = {a.get("id") for _, a in doc.tags}
@@ -182,6 +183,33 @@ def test_summary_table_recomputes_from_outcomes(tmp_path: Path) -> None:
     assert rows["pgd_linf eps=0.3"][3] == f"{delta:+.3f}"
     assert [p.key for p in report.plots] == ["robustness"]
     assert report.groups is None
+
+
+def test_paired_comparison_p_values_match_scipy(tmp_path: Path) -> None:
+    """The report's paired table: raw McNemar p-values equal scipy's exact
+    binomial test on the discordant counts of the per-sample outcomes."""
+    from scipy.stats import binomtest
+
+    run_dir, outcomes = write_run(tmp_path, corruption=False, groups=False)
+    report = build_report(load_runs([str(run_dir)]))
+    assert len(report.paired) == 1
+    table = report.paired[0]
+    assert table.title == "Paired comparison: tiny@v2 vs tiny@v1"
+    rows = {r[0]: r for r in table.rows}
+    by = {(o.version, o.threat.label): o.correct for o in outcomes}
+    checked = 0
+    for label, threat in (("clean", "clean"), ("fgsm eps=0.2", "fgsm@0.2"),
+                          ("pgd_linf eps=0.3", "pgd_linf@0.3")):
+        a, b = by[("v1", threat)], by[("v2", threat)]
+        only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+        expected = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+        assert rows[label][6] == "mcnemar"
+        assert float(rows[label][7]) == pytest.approx(expected, rel=1e-2, abs=1e-4), label
+        assert rows[label][4] == f"{b.mean() - a.mean():+.3f}"
+        checked += 1
+    assert checked == 3
+    one = build_report(load_runs([str(run_dir)]), compare=["v1"])
+    assert one.paired == []
 
 
 def test_group_table_names_worst_group(tmp_path: Path) -> None:
