@@ -196,7 +196,7 @@ def drift_main(ns: argparse.Namespace) -> int:
         _print_results([result], ns.failures_only)
         _write_json(ns.json, [result])
         return 1
-    shape = tuple(models[0].input_shape) if models else None
+    shape = models[0].input_shape if models else None
     classes = [str(i) for i in range(models[0].num_classes)] if models else (
         [str(i) for i in range(int(new_y.max()) + 1)] if new_y is not None and len(new_y) else [])
     ref_mean, ref_std = channel_means_stds(ref_x)

@@ -237,7 +237,8 @@ def channel_means_stds(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 def check_channel_stats(ctx: DataContext, *, warn_shift: float = 0.25, fail_shift: float = 0.5,
                         warn_std_ratio: float = 1.25, fail_std_ratio: float = 2.0) -> CheckResult:
     """Per-channel mean and std are close to the reference: the mean shift is
-    measured in reference standard deviations, the spread as a std ratio."""
+    measured in reference standard deviations, the spread as a std ratio (a
+    reference from the models' declared normalization only warns)."""
     name = "channel_stats"
     if ctx.reference_mean is None or ctx.reference_std is None:
         return _skipped(name, "no reference channel statistics (no training set, no declared "
@@ -419,7 +420,7 @@ def check_label_range(ctx: DataContext) -> CheckResult:
     y = ctx.y.detach().cpu().numpy()
     k = len(ctx.classes)
     bad = np.flatnonzero((y < 0) | (y >= k))
-    evidence = {"n_classes": k, "n_samples": int(len(bad)), "samples": _few(bad),
+    evidence: dict[str, Any] = {"n_classes": k, "n_samples": int(len(bad)), "samples": _few(bad),
                 "values": sorted({int(v) for v in y[bad]})[:MAX_EVIDENCE]}
     if len(bad):
         return CheckResult(name, "fail",

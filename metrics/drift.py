@@ -136,8 +136,8 @@ def numerical_drift(feature: str, ref: np.ndarray, new: np.ndarray, cfg: DriftCo
             f"{len(ref)} and {len(new)}."
         )
     distance = _normed_wasserstein(ref, new)
-    common = {"reference_mean": float(ref.mean()), "batch_mean": float(new.mean()),
-              "distance": distance}
+    common: dict[str, Any] = {"reference_mean": float(ref.mean()),
+                              "batch_mean": float(new.mean()), "distance": distance}
     if min(len(ref), len(new)) <= cfg.small_sample:
         level = cfg.alpha / max(1, n_tests)
         res = ks_2samp(ref, new)

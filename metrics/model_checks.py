@@ -101,7 +101,7 @@ def check_determinism(ctx: ModelContext, *, tolerance: float = 1e-5) -> CheckRes
     diff = float(torch.nan_to_num((a - b).abs(), nan=0.0).max()) if a.numel() else 0.0
     nan_mismatch = bool((torch.isnan(a) != torch.isnan(b)).any())
     limit = tolerance * _scale(a)
-    evidence = {"max_abs_diff": diff, "limit": limit, "n_probe": len(ctx.probe)}
+    evidence: dict[str, Any] = {"max_abs_diff": diff, "limit": limit, "n_probe": len(ctx.probe)}
     if diff > limit or nan_mismatch:
         rows = (a - b).abs().flatten(1).amax(1)
         worst = torch.nonzero(torch.nan_to_num(rows, nan=np.inf) > limit).flatten()[:10].tolist()
