@@ -7,7 +7,9 @@ For model f, corruption c, severities s and error E = 1 - accuracy:
 * ``ce``            = sum_s E(f,c,s) / sum_s E(base,c,s)
 * ``relative_ce``   = sum_s (E(f,c,s) - E(f,clean)) / sum_s (E(base,c,s) - E(base,clean))
 * ``mce``, ``relative_mce`` = the mean of those over the corruptions
-  (the 15 common ones when present, else every corruption of the run)
+  (the 15 common ones when present, else every corruption of the run;
+  a corruption on which the baseline made no error has no CE and is left
+  out, which the definition says)
 * ``mean_error``    = the unnormalised mean of E over corruptions and severities
 """
 
@@ -97,7 +99,7 @@ def corruption_measurements(outcomes: Iterable[Outcome], baseline: str | None) -
         averaged = common or list(by_c)
         which = (f"the {len(averaged)} common corruptions evaluated" if common
                  else f"the {len(averaged)} corruptions evaluated") + f" ({', '.join(averaged)})"
-        ces, rces = [], []
+        ces: list[tuple[str, float, float]] = []
         for c, by_s in by_c.items():
             errors = list(by_s.values())
             out.append(row(c, "accuracy_mean", 1.0 - float(np.mean(errors))))
@@ -113,14 +115,17 @@ def corruption_measurements(outcomes: Iterable[Outcome], baseline: str | None) -
                              sum(base[s] - clean.get(baseline, math.nan) for s in sevs))
                 out.append(row(c, "ce", ce))
                 out.append(row(c, "relative_ce", rce))
-                if c in averaged:
-                    ces.append(ce)
-                    rces.append(rce)
+                if c in averaged and math.isfinite(ce):
+                    ces.append((c, ce, rce))
         out.append(row(SUMMARY_THREAT, "mean_error",
                        float(np.mean([e for c in averaged for e in by_c[c].values()])), which))
         if have_base and ces:
-            out.append(row(SUMMARY_THREAT, "mce", float(np.mean(ces)), which))
-            out.append(row(SUMMARY_THREAT, "relative_mce", float(np.mean(rces)), which))
+            skipped = [c for c in averaged if c not in {name for name, _, _ in ces}]
+            which_ce = which + (f"; left out where the baseline made no error: "
+                                f"{', '.join(skipped)}" if skipped else "")
+            out.append(row(SUMMARY_THREAT, "mce", float(np.mean([v[1] for v in ces])), which_ce))
+            out.append(row(SUMMARY_THREAT, "relative_mce",
+                           float(np.nanmean([v[2] for v in ces])), which_ce))
     return out
 
 
