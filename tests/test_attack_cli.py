@@ -1,0 +1,70 @@
+"""Shipped attack configs through ``rtb run`` on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import tiny_overrides
+
+from benchmark.compose import group_options
+
+#: Overrides that keep every shipped attack tiny on the CLI.
+TINY = [
+    "attack.pgd_linf.max_iter=3", "attack.pgd_l2.max_iter=3",
+    "attack.apgd_ce.max_iter=3", "attack.apgd_dlr.max_iter=3",
+    "attack.autoattack.attacks.apgd_ce.max_iter=3",
+    "attack.autoattack.attacks.apgd_dlr.max_iter=3",
+    "attack.autoattack.attacks.square.max_iter=10",
+    "attack.ensemble_linf.members.apgd_ce.max_iter=3",
+    "attack.ensemble_linf.members.apgd_dlr.max_iter=3",
+    "attack.ensemble_linf.members.square.max_iter=10",
+    "attack.carlini_l2.max_iter=3", "attack.carlini_l2.binary_search_steps=1",
+    "attack.deepfool.max_iter=5", "attack.square.max_iter=10",
+    "attack.hopskipjump.max_iter=2", "attack.hopskipjump.max_eval=20",
+    "attack.hopskipjump.init_eval=5", "attack.hopskipjump.init_size=5",
+    "attack.boundary.max_iter=3", "attack.boundary.num_trial=3",
+    "attack.boundary.sample_size=3", "attack.boundary.init_size=5",
+    "attack.simba.max_iter=20",
+]
+
+
+def _base(tiny_files: tuple[Path, Path]) -> list[str]:
+    ckpt, npz = tiny_files
+    keep = [o for o in tiny_overrides(ckpt, npz) if not o.startswith("attack")]
+    return keep + ["reliability.n_samples=3", "store=null", "data.n_samples=6"]
+
+
+def _record(cwd: Path) -> dict[str, Any]:
+    (path,) = list(cwd.glob("outputs/*/*/record.json"))
+    return json.loads(path.read_text())
+
+
+def test_two_attacks_through_the_cli(run_cli: Any, tiny_files: tuple[Path, Path],
+                                     tmp_path: Path) -> None:
+    proc = run_cli("run", *_base(tiny_files), "attack=[fgsm,deepfool]",
+                   "attack.deepfool.max_iter=5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "deepfool eps=" in proc.stdout and "fgsm eps=" in proc.stdout
+    rec = _record(tmp_path)
+    threats = {m["threat"] for m in rec["measurements"]}
+    assert {"fgsm", "deepfool"} <= threats
+    assert any(c["check"] == "unbounded_budget" for c in rec["checks"])
+
+
+def test_bad_attack_setting_is_one_line(run_cli: Any, tiny_files: tuple[Path, Path]) -> None:
+    proc = run_cli("run", *_base(tiny_files), "attack=[fgsm]", "+attack.fgsm.max_iterations=3")
+    assert proc.returncode == 2
+    assert "max_iterations" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_every_shipped_attack_through_the_cli(run_cli: Any, tiny_files: tuple[Path, Path],
+                                              tmp_path: Path) -> None:
+    attacks = group_options("attack")
+    proc = run_cli("run", *_base(tiny_files), f"attack=[{','.join(attacks)}]", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    threats = {m["threat"] for m in _record(tmp_path)["measurements"]}
+    assert set(attacks) <= threats
