@@ -89,7 +89,16 @@ class SampleRNG:
     def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
         self.seeds = [int(s) for s in seeds]
         self.device = torch.device(device)
-        self._gens = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
+        self._generators: list[torch.Generator] | None = None
+
+    @property
+    def _gens(self) -> list[torch.Generator]:
+        """The per-sample generators, made on the first draw (deterministic
+        corruptions never pay for them)."""
+        if self._generators is None:
+            self._generators = [torch.Generator(device=self.device).manual_seed(s)
+                                for s in self.seeds]
+        return self._generators
 
     @classmethod
     def from_generator(cls, generator: torch.Generator, n: int,
@@ -523,8 +532,8 @@ def _shot_noise(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
 @register_corruption("impulse_noise", category="noise")
 def _impulse_noise(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """Salt and pepper: a fraction c of the values set to 0 or 1 (half each)."""
-    flipped = rng.rand(*x.shape[1:]) <= c
-    salted = rng.rand(*x.shape[1:]) <= 0.5
+    u = rng.rand(2, *x.shape[1:])  # one draw per sample: which values flip, salt or pepper
+    flipped, salted = u[:, 0] <= c, u[:, 1] <= 0.5
     out = torch.where(flipped & salted, torch.ones_like(x), x)
     return torch.where(flipped & ~salted, torch.zeros_like(x), out)
 
@@ -555,18 +564,20 @@ def _glass_blur(x: Tensor, c: tuple[float, int, int], rng: SampleRNG) -> Tensor:
     hs = list(range(h - delta, delta, -1))
     ws = list(range(w - delta, delta, -1))
     positions = [r * w + q for r in hs for q in ws]
-    perm = torch.arange(h * w, device=x.device).repeat(n, 1)
-    ar = torch.arange(n, device=x.device)
+    # the swaps only move indices: track them in numpy (cheap per step), gather once
+    perm = np.tile(np.arange(h * w), (n, 1))
+    ar = np.arange(n)
+    pos = np.asarray(positions)
     for _ in range(iterations):
-        disp = rng.randint(-delta, delta, len(positions), 2)  # (n, P, [dx, dy])
-        targets = torch.tensor(positions, device=x.device).view(1, -1) + disp[..., 1] * w \
-            + disp[..., 0]
+        disp = rng.randint(-delta, delta, len(positions), 2).cpu().numpy()  # (n, P, [dx, dy])
+        targets = pos[None, :] + disp[..., 1] * w + disp[..., 0]
         for j, p in enumerate(positions):
             q = targets[:, j]
-            a = perm[:, p].clone()
+            a = perm[:, p].copy()
             perm[:, p] = perm[ar, q]
             perm[ar, q] = a
-    flat = x.reshape(n, ch, h * w).gather(2, perm.view(n, 1, -1).expand(n, ch, -1))
+    perm_t = torch.from_numpy(perm).to(x.device)
+    flat = x.reshape(n, ch, h * w).gather(2, perm_t.view(n, 1, -1).expand(n, ch, -1))
     return gaussian_filter(flat.view(n, ch, h, w), sigma)
 
 
@@ -685,6 +696,8 @@ def _water_shading(liquid: Tensor) -> Tensor:
     reached = edge.float()
     dist = torch.zeros_like(liquid)
     for _ in range(20):
+        if bool(reached.all()):
+            break  # every pixel is as close to an edge as it gets
         dist += 1 - reached
         reached = F.max_pool2d(F.pad(reached, (1, 1, 1, 1)), 3, stride=1)
     box = torch.full((3, 3), 1 / 9, dtype=liquid.dtype)

@@ -45,6 +45,10 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     print(accuracy_table(result.measurements))
     if worst := worst_group_table(result.measurements):
         print(f"\n{worst}")
+    from metrics.corruption import corruption_table
+
+    if corruptions := corruption_table(result.measurements):
+        print(f"\n{corruptions}")
     if result.record.checks:
         from metrics.validation import checks_table
 

@@ -1,0 +1,357 @@
+"""Corruption throughput: rtb's batched torch corruptions against per-image
+numpy references of the same formulas, side by side in one run.
+
+Prints, for every corruption at severity 3 on N 32x32 RGB images, images/s
+of both and their ratio; the time of one full pass of all 19 per image; and
+the wall time to evaluate the reference CNN (mnist_cnn@v1, 28x28 gray) on
+the whole ``all`` suite (19 corruptions x 5 severities) for 1000 mnist5k test
+images.
+
+The references follow the published per-image code (hendrycks/robustness):
+numpy's global generator, one image at a time, with scipy / PIL / matplotlib
+standing in for skimage and OpenCV; for frost and spatter they compute
+rtb's documented substitutes. Slow references run on fewer images (``--ref-n``)
+and are scaled per image, which the table says.
+
+    python scripts/bench_corruptions.py            # ~2-3 min on 2 cores
+    python scripts/bench_corruptions.py --n 200 --skip-cnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+from PIL import Image
+from scipy import ndimage as nd
+
+from attacks.corruption_params import CIFAR
+from attacks.corruptions import COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
+
+Ref = Callable[[np.ndarray, object], np.ndarray]
+SEVERITY = 3
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+# ------------------------------------------------ per-image numpy references
+
+
+def _gauss(img: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0
+           ) -> np.ndarray:
+    sig = (sigma, sigma, 0) if img.ndim == 3 else sigma
+    return nd.gaussian_filter(img, sig, mode=mode, truncate=truncate)
+
+
+def _disk(radius: float, alias: float) -> np.ndarray:
+    grid = np.arange(-8, 9) if radius <= 8 else np.arange(-radius, radius + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    d = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+    d /= d.sum()
+    k = 3 if radius <= 8 else 5
+    t = np.arange(k) - (k - 1) / 2
+    g = np.exp(-(t**2) / (2 * alias**2))
+    g /= g.sum()
+    return nd.correlate1d(nd.correlate1d(d, g, 0, mode="mirror"), g, 1, mode="mirror")
+
+
+def _motion(img: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
+    """ImageMagick's MotionBlurImage kernel, per image (imagecorruptions-style)."""
+    width = int(2 * math.ceil(radius) + 1)
+    i = np.arange(width)
+    k = np.exp(-(i**2) / (2 * sigma**2))
+    k /= k.sum()
+    a = math.radians(angle)
+    h, w = img.shape[:2]
+    out = np.zeros_like(img)
+    for t in range(width):
+        dx = int(math.ceil(t * math.cos(a) - 0.5))
+        dy = int(math.ceil(t * math.sin(a) - 0.5))
+        rows = np.clip(np.arange(h) + dy, 0, h - 1)
+        cols = np.clip(np.arange(w) + dx, 0, w - 1)
+        out += k[t] * img[rows][:, cols]
+    return out
+
+
+def _clipped_zoom(img: np.ndarray, z: float) -> np.ndarray:
+    h = img.shape[0]
+    ch = int(np.ceil(h / z))
+    top = (h - ch) // 2
+    out = nd.zoom(img[top : top + ch, top : top + ch], (z, z, 1), order=1)
+    trim = (out.shape[0] - h) // 2
+    return out[trim : trim + h, trim : trim + h]
+
+
+def _plasma(mapsize: int, decay: float) -> np.ndarray:
+    """The published diamond-square fractal."""
+    m = np.empty((mapsize, mapsize))
+    m[0, 0] = 0
+    step, wibble = mapsize, 100.0
+
+    def wibbled(a: np.ndarray) -> np.ndarray:
+        return a / 4 + wibble * np.random.uniform(-wibble, wibble, a.shape)
+
+    while step >= 2:
+        half = step // 2
+        corner = m[0:mapsize:step, 0:mapsize:step]
+        sq = corner + np.roll(corner, -1, axis=0)
+        sq += np.roll(sq, -1, axis=1)
+        m[half:mapsize:step, half:mapsize:step] = wibbled(sq)
+        dr = m[half:mapsize:step, half:mapsize:step]
+        ul = m[0:mapsize:step, 0:mapsize:step]
+        m[0:mapsize:step, half:mapsize:step] = wibbled(dr + np.roll(dr, 1, axis=0) + ul
+                                                       + np.roll(ul, -1, axis=1))
+        m[half:mapsize:step, 0:mapsize:step] = wibbled(dr + np.roll(dr, 1, axis=1) + ul
+                                                       + np.roll(ul, -1, axis=0))
+        step //= 2
+        wibble /= decay
+    m -= m.min()
+    return m / m.max()
+
+
+def r_gaussian_noise(x: np.ndarray, c: object) -> np.ndarray:
+    return np.clip(x + np.random.normal(size=x.shape, scale=c), 0, 1)
+
+
+def r_shot_noise(x: np.ndarray, c: object) -> np.ndarray:
+    return np.clip(np.random.poisson(x * c) / c, 0, 1)
+
+
+def r_impulse_noise(x: np.ndarray, c: object) -> np.ndarray:
+    flipped = np.random.random(x.shape) <= c
+    salted = np.random.random(x.shape) <= 0.5
+    out = x.copy()
+    out[flipped & salted] = 1
+    out[flipped & ~salted] = 0
+    return out
+
+
+def r_speckle_noise(x: np.ndarray, c: object) -> np.ndarray:
+    return np.clip(x + x * np.random.normal(size=x.shape, scale=c), 0, 1)
+
+
+def r_gaussian_blur(x: np.ndarray, c: object) -> np.ndarray:
+    return np.clip(_gauss(x, c), 0, 1)
+
+
+def r_glass_blur(x: np.ndarray, c: object) -> np.ndarray:
+    sigma, delta, iters = c
+    x = np.uint8(_gauss(x, sigma) * 255)
+    h, w = x.shape[:2]
+    for _ in range(iters):
+        for r in range(h - delta, delta, -1):
+            for q in range(w - delta, delta, -1):
+                dx, dy = np.random.randint(-delta, delta, size=(2,))
+                rp, qp = r + dy, q + dx
+                x[r, q], x[rp, qp] = x[rp, qp], x[r, q]
+    return np.clip(_gauss(x / 255.0, sigma), 0, 1)
+
+
+def r_defocus_blur(x: np.ndarray, c: object) -> np.ndarray:
+    k = _disk(*c)
+    return np.clip(np.stack([nd.correlate(x[..., i], k, mode="mirror") for i in range(3)], -1),
+                   0, 1)
+
+
+def r_motion_blur(x: np.ndarray, c: object) -> np.ndarray:
+    return np.clip(_motion(x, c[0], c[1], np.random.uniform(-45, 45)), 0, 1)
+
+
+def r_zoom_blur(x: np.ndarray, c: object) -> np.ndarray:
+    out = np.zeros_like(x)
+    for z in c:
+        out += _clipped_zoom(x, z)
+    return np.clip((x + out) / (len(c) + 1), 0, 1)
+
+
+def r_snow(x: np.ndarray, c: object) -> np.ndarray:
+    loc, scale, zoom, thr, radius, sigma, blend = c
+    layer = np.random.normal(size=x.shape[:2], loc=loc, scale=scale)
+    layer = _clipped_zoom(layer[..., None], zoom)[..., 0]
+    layer[layer < thr] = 0
+    layer = np.floor(np.clip(layer, 0, 1) * 255) / 255
+    layer = _motion(layer, radius, sigma, np.random.uniform(-135, -45))[..., None]
+    gray = (x @ LUMA)[..., None]
+    x = blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5)
+    return np.clip(x + layer + np.rot90(layer, 2), 0, 1)
+
+
+def r_frost(x: np.ndarray, c: object) -> np.ndarray:
+    h, w = x.shape[:2]
+    ice = _plasma(32, 1.6)[:h, :w]
+    seeds = (np.random.random((h, w)) < 0.04).astype(np.float64)
+    cr = _motion(seeds, 4.0, 2.0, np.random.uniform(0, 360))
+    cr = cr / max(cr.max(), 1e-12)
+    frost = np.clip(0.3 + 0.45 * ice + 0.6 * cr, 0, 1)[..., None] * np.array([0.85, 0.93, 1.0])
+    return np.clip(c[0] * x + c[1] * frost, 0, 1)
+
+
+def r_fog(x: np.ndarray, c: object) -> np.ndarray:
+    top = x.max()
+    x = x + c[0] * _plasma(32, c[1])[:32, :32][..., None]
+    return np.clip(x * top / (top + c[0]), 0, 1)
+
+
+def r_brightness(x: np.ndarray, c: object) -> np.ndarray:
+    hsv = rgb_to_hsv(x)
+    hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+    return np.clip(hsv_to_rgb(hsv), 0, 1)
+
+
+def r_saturate(x: np.ndarray, c: object) -> np.ndarray:
+    hsv = rgb_to_hsv(x)
+    hsv[..., 1] = np.clip(hsv[..., 1] * c[0] + c[1], 0, 1)
+    return np.clip(hsv_to_rgb(hsv), 0, 1)
+
+
+def r_contrast(x: np.ndarray, c: object) -> np.ndarray:
+    m = x.mean(axis=(0, 1), keepdims=True)
+    return np.clip((x - m) * c + m, 0, 1)
+
+
+def r_elastic_transform(x: np.ndarray, c: object) -> np.ndarray:
+    h, w = x.shape[:2]
+    alpha, sigma, aff = (v * h for v in c)
+    centre = np.array([h // 2, w // 2], dtype=np.float64)
+    s = h // 3
+    p1 = np.array([centre + s, [centre[0] + s, centre[1] - s], centre - s])
+    p2 = p1 + np.random.uniform(-aff, aff, size=p1.shape)
+    inv = np.linalg.solve(np.c_[p2, np.ones(3)], p1)  # dst (x, y, 1) -> src (x, y)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    src = np.stack([xx.ravel(), yy.ravel(), np.ones(h * w)], 1) @ inv
+    warped = np.stack([nd.map_coordinates(x[..., i], [src[:, 1], src[:, 0]], order=1,
+                                          mode="mirror").reshape(h, w) for i in range(3)], -1)
+    dx = _gauss(np.random.uniform(-1, 1, (h, w)), sigma, "reflect", 3.0) * alpha
+    dy = _gauss(np.random.uniform(-1, 1, (h, w)), sigma, "reflect", 3.0) * alpha
+    out = np.stack([nd.map_coordinates(warped[..., i], [yy + dy, xx + dx], order=1,
+                                       mode="reflect") for i in range(3)], -1)
+    return np.clip(out, 0, 1)
+
+
+def r_pixelate(x: np.ndarray, c: object) -> np.ndarray:
+    im = Image.fromarray(np.uint8(np.round(x * 255)))
+    im = im.resize((int(32 * c), int(32 * c)), Image.BOX).resize((32, 32), Image.BOX)
+    return np.asarray(im) / 255.0
+
+
+def r_jpeg_compression(x: np.ndarray, c: object) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(np.uint8(np.round(x * 255))).save(buf, "JPEG", quality=c)
+    return np.asarray(Image.open(buf)) / 255.0
+
+
+def r_spatter(x: np.ndarray, c: object) -> np.ndarray:
+    loc, scale, sigma, thr, intensity, mud = c
+    liquid = _gauss(np.random.normal(size=x.shape[:2], loc=loc, scale=scale), sigma)
+    liquid[liquid < thr] = 0
+    if mud:
+        m = _gauss((liquid > thr).astype(np.float64), intensity)
+        m[m < 0.8] = 0
+        color = np.array([63, 42, 20]) / 255
+        return np.clip(x * (1 - m[..., None]) + color * m[..., None], 0, 1)
+    mask = np.floor(np.clip(liquid, 0, 1) * 255) > 0
+    edge = mask & ~nd.binary_erosion(mask, border_value=1)
+    dist = np.minimum(nd.distance_transform_cdt(~edge, metric="chessboard"), 20).astype(float)
+    if not edge.any():
+        dist[:] = 20
+    box = np.full((3, 3), 1 / 9)
+    dist = np.floor(nd.correlate(dist, box, mode="mirror"))
+    hist = np.bincount(dist.astype(int).ravel(), minlength=256)
+    first = int(np.flatnonzero(hist)[0])
+    cum = np.cumsum(hist) - np.cumsum(hist)[first]
+    lut = np.round(cum * 255.0 / max(dist.size - hist[first], 1)).clip(0, 255)
+    dist = lut[dist.astype(int)] if hist[first] < dist.size else np.full_like(dist, first)
+    emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float64)
+    dist = np.clip(np.round(nd.correlate(dist, emboss, mode="mirror")), 0, 255)
+    dist = nd.correlate(dist, box, mode="mirror")
+    m = liquid * dist
+    m = m / m.max() * intensity if m.max() > 0 else m
+    return np.clip(x + m[..., None] * (np.array([175, 238, 238]) / 255), 0, 1)
+
+
+REFERENCES: dict[str, Ref] = {name: globals()[f"r_{name}"]
+                              for name in COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS}
+#: References slow enough to time on fewer images (scaled per image).
+SLOW = {"glass_blur": 50, "elastic_transform": 200, "spatter": 200, "frost": 200,
+        "zoom_blur": 200, "snow": 200, "fog": 200, "motion_blur": 200, "defocus_blur": 200}
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    """Structured 32x32 RGB test images (smooth upsampled random patterns)."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(n, 3, 8, 8, generator=g)
+    return torch.nn.functional.interpolate(small, size=(32, 32), mode="bilinear",
+                                           align_corners=False) * 0.8 + 0.1
+
+
+def bench(n: int, ref_cap: int | None, batch_size: int) -> None:
+    x = images(n)
+    np.random.seed(0)
+    hwc = x.permute(0, 2, 3, 1).double().numpy()
+    rows = []
+    total_rtb = total_ref = 0.0
+    for name, ref in REFERENCES.items():
+        c = CIFAR[name][SEVERITY - 1]
+        corrupt(x[:8], name, SEVERITY, keys=range(8))  # warm up
+        t = time.perf_counter()
+        corrupt(x, name, SEVERITY, keys=range(n), batch_size=batch_size)
+        per_rtb = (time.perf_counter() - t) / n
+        k = min(n, SLOW.get(name, n), ref_cap or n)
+        t = time.perf_counter()
+        for img in hwc[:k]:
+            ref(img, c)
+        per_ref = (time.perf_counter() - t) / k
+        total_rtb += per_rtb
+        total_ref += per_ref
+        rows.append((name, 1 / per_rtb, 1 / per_ref, per_ref / per_rtb, k))
+    print(f"severity {SEVERITY}, {n} images 32x32 RGB, torch threads {torch.get_num_threads()}, "
+          f"batch {batch_size}, samples keyed by index (the runner hashes content once per run)")
+    print(f"{'corruption':18s} {'rtb img/s':>10s} {'ref img/s':>10s} {'speed-up':>9s}  ref on")
+    for name, a, b, r, k in rows:
+        print(f"{name:18s} {a:10.0f} {b:10.0f} {r:8.1f}x  {k} img")
+    print(f"\none full pass of all 19 per image: rtb {total_rtb * 1e3:.3f} ms, "
+          f"reference {total_ref * 1e3:.3f} ms, speed-up {total_ref / total_rtb:.1f}x")
+    slower = [name for name, _, _, r, _ in rows if r < 1]
+    print("corruptions slower than their reference: " + (", ".join(slower) or "none"))
+
+
+def bench_cnn(n: int, batch_size: int) -> None:
+    from attacks.corruption_suite import corruption_outcomes, parse_corruption_suite
+    from benchmark.compose import compose_spec, read_option
+    from benchmark.data import load_evalset
+    from benchmark.models import load_model
+
+    spec, _ = compose_spec([f"data.n_samples={n}", "model=[mnist_cnn_v1]"])
+    data = load_evalset(spec.data)
+    model = load_model(spec.models["mnist_cnn_v1"], torch.device("cpu"))
+    suite = parse_corruption_suite(read_option("corruption", "all"))
+    t = time.perf_counter()
+    outs = list(corruption_outcomes(suite, model, data, batch_size, seed=0))
+    wall = time.perf_counter() - t
+    print(f"\nmnist_cnn@v1 on the `all` suite ({len(outs)} settings) x {len(data)} mnist5k "
+          f"test images: {wall:.1f} s wall ({wall / len(outs) * 1e3:.0f} ms per setting)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1000, help="images per corruption (default 1000)")
+    p.add_argument("--ref-n", type=int, default=None, help="cap on reference images")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="images per torch batch (64 keeps a batch in cache)")
+    p.add_argument("--skip-cnn", action="store_true", help="skip the CNN wall-time part")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1, like the single-threaded numpy references)")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    bench(a.n, a.ref_n, a.batch_size)
+    if not a.skip_cnn:
+        bench_cnn(1000, a.batch_size)
+
+
+if __name__ == "__main__":
+    main()
