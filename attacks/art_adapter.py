@@ -179,7 +179,7 @@ class ArtAdapter:
     def _build(self, where: str, target: str, kwargs: dict[str, Any], spec: AttackSpec,
                budget: float | None, estimator: Any) -> Any:
         cls = _class(target)
-        accepted = inspect.signature(cls.__init__).parameters
+        accepted = inspect.signature(cls).parameters
         kwargs.pop("_target_", None)
         kwargs.pop("_partial_", None)
         if spec.budget_arg is not None and budget is not None:

@@ -231,12 +231,12 @@ def weaker_attack_flag(outcomes: Sequence[Outcome], subject: str) -> CheckResult
                                   "eps": eps, "points": len(wins), "of_robust": n_robust,
                                   "first": wins[:10].tolist()})
     for o in outcomes:
-        kinds = o.threat.params.get("member_kinds")
-        if o.threat.family != "attack" or not kinds or "broken_by" not in o.extras:
+        member_kinds = o.threat.params.get("member_kinds")
+        if o.threat.family != "attack" or not member_kinds or "broken_by" not in o.extras:
             continue
         checked += 1
-        first_white = next((i for i, k in enumerate(kinds) if k != "black-box"), None)
-        late = [i for i, k in enumerate(kinds) if k == "black-box"
+        first_white = next((i for i, k in enumerate(member_kinds) if k != "black-box"), None)
+        late = [i for i, k in enumerate(member_kinds) if k == "black-box"
                 and first_white is not None and i > first_white]
         n_black = int(np.isin(o.extras["broken_by"], late).sum())
         if n_black and n_black > ANOMALY_FRACTION * (int(o.correct.sum()) + n_black):
