@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from benchmark.compose import to_container
+from benchmark.compose import CONF_DIR, to_container
 from benchmark.config import parse_run
 from benchmark.errors import UserError
 from benchmark.report import accuracy_table
@@ -57,6 +57,6 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     return job.result("ran", result.record.run_id, result.record.as_dict())
 
 
-@hydra.main(config_path="pkg://conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> dict[str, Any]:
     return task(cfg)

@@ -7,7 +7,6 @@ was expected and what arrived.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,16 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.config import RunSpec, parse_run
 from benchmark.errors import ConfigError
 
-CONFIG_MODULE = "conf"
+#: The installed configs: the ``conf`` package beside ``benchmark``, found by
+#: path rather than by import so that a user's own ``conf/`` directory in the
+#: working directory can never shadow it.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 CONFIG_NAME = "config"
 
 
 def conf_dir() -> Path:
     """The installed ``conf`` package directory."""
-    return Path(str(files(CONFIG_MODULE)))
+    return CONF_DIR
 
 
 def group_options(group: str) -> list[str]:
@@ -76,12 +78,12 @@ def hydra_error_message(exc: BaseException, overrides: list[str]) -> str:
 def compose(overrides: list[str]) -> DictConfig:
     """Compose ``conf/config.yaml`` with ``overrides`` (no sweeps)."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
     except ConfigError:
         raise

@@ -14,7 +14,6 @@ import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from benchmark.compare import (
     select_sides,
     threat_label,
 )
+from benchmark.compose import conf_dir
 from benchmark.errors import ConfigError
 from benchmark.store import Store, add_store_option, open_store
 
@@ -338,7 +338,7 @@ def load_rules(name_or_path: str) -> GateSpec:
     """Rules from a file path, or by name from ``conf/gate/NAME.yaml``."""
     path = Path(name_or_path).expanduser()
     if not path.is_file():
-        packaged = Path(str(files("conf"))) / "gate" / f"{name_or_path}.yaml"
+        packaged = conf_dir() / "gate" / f"{name_or_path}.yaml"
         if not packaged.is_file():
             names = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
             raise ConfigError(f"Rules {name_or_path!r} not found; expected a YAML file or one of: "
