@@ -117,6 +117,48 @@ def _device_type(model: ModelUnderTest) -> str:
     return "gpu" if model.device.type == "cuda" else "cpu"
 
 
+def _fast_pgd_class() -> type:
+    """ART's PyTorch PGD with its per-step elementwise work done in float32 on
+    scalar budgets (ART broadcasts eps to a float64 array of the input's size
+    every step); anything else goes to ART's own code."""
+    from art.attacks.evasion import ProjectedGradientDescentPyTorch
+
+    class FastPGD(ProjectedGradientDescentPyTorch):  # type: ignore[misc]
+        def _compute_perturbation_pytorch(self, x: torch.Tensor, y: torch.Tensor,
+                                          mask: torch.Tensor | None,
+                                          momentum: torch.Tensor) -> torch.Tensor:
+            if (mask is not None or self.decay is not None or self.summary_writer is not None
+                    or self.norm not in ("inf", np.inf)):
+                return super()._compute_perturbation_pytorch(x, y, mask, momentum)
+            grad = self.estimator.loss_gradient(x=x, y=y)
+            return torch.nan_to_num(grad, nan=0.0).sign() * (-1 if self.targeted else 1)
+
+        def _apply_perturbation_pytorch(self, x: torch.Tensor, perturbation: torch.Tensor,
+                                        eps_step: Any) -> torch.Tensor:
+            if not np.isscalar(eps_step) or self.estimator.clip_values is None:
+                return super()._apply_perturbation_pytorch(x, perturbation, eps_step)
+            lo, hi = self.estimator.clip_values
+            step = torch.nan_to_num(float(eps_step) * perturbation, nan=0.0)
+            return (x + step).clamp(float(lo), float(hi))
+
+        @staticmethod
+        def _projection(values: torch.Tensor, eps: Any, norm_p: Any, *,
+                        suboptimal: bool = True) -> torch.Tensor:
+            norm = np.inf if norm_p == "inf" else float(norm_p)
+            if not np.isscalar(eps) or not (norm == np.inf or norm == 2):
+                return ProjectedGradientDescentPyTorch._projection(
+                    values, eps, norm_p, suboptimal=suboptimal)
+            if norm == np.inf:
+                return values.clamp(-float(eps), float(eps))
+            flat = values.reshape(len(values), -1)
+            size = flat.norm(p=2, dim=1, keepdim=True)
+            factor = torch.where(size > eps, float(eps) / size.clamp_min(1e-12),
+                                 torch.ones_like(size))
+            return (flat * factor).reshape(values.shape)
+
+    return FastPGD
+
+
 class _Float32(nn.Module):
     """Casts inputs to float32: several ART attacks (HopSkipJump, Boundary)
     compute in float64 and hand that to the estimator."""
@@ -166,6 +208,7 @@ class ArtAdapter:
                 input_shape=tuple(self.model.input_shape),
                 nb_classes=self.model.num_classes,
                 clip_values=(0.0, 1.0),
+                preprocessing=None,  # inputs are [0, 1]; the model normalizes itself
                 device_type=_device_type(self.model),
             )
         return self._estimators[output]
@@ -179,6 +222,8 @@ class ArtAdapter:
     def _build(self, where: str, target: str, kwargs: dict[str, Any], spec: AttackSpec,
                budget: float | None, estimator: Any) -> Any:
         cls = _class(target)
+        if target == "art.attacks.evasion.ProjectedGradientDescentPyTorch":
+            cls = _fast_pgd_class()
         accepted = inspect.signature(cls).parameters
         kwargs.pop("_target_", None)
         kwargs.pop("_partial_", None)
