@@ -161,9 +161,10 @@ def _threat_label(family: str, threat: str, param: float | None) -> str:
 
 def group_disparity(df: pd.DataFrame, metric: str = "accuracy",
                     max_threats: int = 4) -> list[Plot]:
-    """Per-group bars, one figure per group feature, one panel per threat
-    (clean and the largest budget of each threat), one bar per version; the
-    worst group of each version is outlined and named."""
+    """Per-group bars, one figure per group feature, one bar per version, one
+    panel per threat: clean, then the threats (each at its largest budget or
+    severity) with the lowest accuracy; the worst group of each version is
+    outlined and named."""
     rows = df[(df["metric"] == metric) & (df["group_feature"].fillna("") != "")]
     if rows.empty:
         return []
@@ -174,9 +175,11 @@ def group_disparity(df: pd.DataFrame, metric: str = "accuracy",
         fr = rows[rows["group_feature"] == feature]
         panels = _disparity_panels(fr, max_threats)
         groups = sorted(set(fr["group_value"].astype(str)), key=_natural_key)
+        labels = [_wrap(g) for g in groups]
+        widest = max(len(line) for g in labels for line in g.split("\n"))
         fig, axes = plt.subplots(len(panels), 1,
-                                 figsize=(max(6.0, 0.42 * len(groups) * len(series) + 2),
-                                          2.6 * len(panels)),
+                                 figsize=(max(6.0, len(groups) * max(0.42 * len(series), 0.09 * widest)
+                                              + 2), 2.7 * len(panels)),
                                  squeeze=False)
         width = 0.8 / max(len(series), 1)
         for ax, (family, threat, param) in zip(axes[:, 0], panels, strict=True):
@@ -196,29 +199,51 @@ def group_disparity(df: pd.DataFrame, metric: str = "accuracy",
                     bars[w].set_edgecolor("black")
                     bars[w].set_linewidth(1.6)
                     worst_notes.append(f"{s}: worst {groups[w]} ({values[w]:.2f})")
-            ax.set_xticks(range(len(groups)), groups)
+            ax.set_xticks(range(len(groups)), labels, fontsize=8)
             ax.set_ylim(0, 1.05)
             ax.set_ylabel(metric)
             ax.set_title(f"{_threat_label(family, threat, param)} - " + "; ".join(worst_notes),
                          fontsize=9)
             ax.grid(axis="y", alpha=0.3)
-        axes[0][0].legend(fontsize=8, loc="lower right")
         axes[-1][0].set_xlabel(feature)
         fig.tight_layout()
-        caption = (f"{metric.capitalize()} per value of group feature '{feature}', per threat; "
+        from matplotlib.patches import Patch
+
+        fig.legend([Patch(color=colors[s]) for s in series], series, loc="lower center",
+                   bbox_to_anchor=(0.5, 1.0), ncol=max(len(series), 1), fontsize=8, frameon=False)
+        caption = (f"{metric.capitalize()} per value of group feature '{feature}': clean, then "
+                   "the threats (at their largest budget or severity) with the lowest accuracy; "
                    "the worst group of each version is outlined in black.")
         plots.append(_plot(f"groups-{_slug(feature)}", f"Group disparity: {feature}", caption, fig))
     return plots
 
 
 def _disparity_panels(fr: pd.DataFrame, max_threats: int) -> list[tuple[str, str, float | None]]:
-    """Clean first, then the largest budget of each other threat."""
-    panels: list[tuple[str, str, float | None]] = []
+    """Clean first, then each threat at its largest param, lowest mean accuracy first."""
+    clean: list[tuple[str, str, float | None]] = []
+    scored: list[tuple[float, tuple[str, str, float | None]]] = []
     for (family, threat), sub in fr.groupby(["family", "threat"], sort=False, dropna=False):
         params = sub["param"].dropna()
-        panels.append((str(family), str(threat), None if params.empty else float(params.max())))
-    panels.sort(key=lambda p: p[0] != "clean")
-    return panels[:max_threats]
+        if params.empty:
+            panel = (str(family), str(threat), None)
+            if family == "clean":
+                clean.append(panel)
+                continue
+            scored.append((float(sub["value"].mean()), panel))
+            continue
+        top = float(params.max())
+        scored.append((float(sub[sub["param"] == top]["value"].mean()),
+                       (str(family), str(threat), top)))
+    scored.sort(key=lambda sp: sp[0])
+    return (clean + [p for _, p in scored])[:max_threats]
+
+
+def _wrap(label: str, width: int = 12) -> str:
+    """Break a long tick label at its first space (``Q1 [0.05, 0.09]``)."""
+    if len(label) <= width or " " not in label:
+        return label
+    head, _, tail = label.partition(" ")
+    return f"{head}\n{tail}"
 
 
 def _natural_key(s: str) -> tuple[int, float | str]:

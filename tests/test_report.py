@@ -383,3 +383,27 @@ def test_report_of_a_real_tiny_run(tmp_path: Path, run_cli, tiny_files) -> None:
     assert res.returncode == 0, res.stderr
     doc = parse_html((tmp_path / "r.html").read_text())
     assert [a["data-plot"] for t, a in doc.tags if t == "img"][:1] == ["robustness"]
+
+
+def test_group_panels_show_clean_then_the_hardest_threats() -> None:
+    """The group figure's panels: clean, then each threat at its largest
+    param, lowest mean group accuracy first, at most ``max_threats``."""
+    import pandas as pd
+
+    from benchmark.plots import _disparity_panels
+
+    rows = []
+    for family, threat, param, values in [
+        ("clean", "clean", None, (0.9, 0.8)),
+        ("attack", "fgsm", 0.1, (0.1, 0.1)),      # not the largest eps: ignored
+        ("attack", "fgsm", 0.3, (0.5, 0.4)),
+        ("corruption", "fog", 3.0, (0.3, 0.2)),
+        ("corruption", "snow", 3.0, (0.7, 0.8)),
+    ]:
+        for g, v in enumerate(values):
+            rows.append({"family": family, "threat": threat, "param": param, "value": v,
+                         "group_value": str(g)})
+    frame = pd.DataFrame(rows)
+    assert _disparity_panels(frame, 3) == [("clean", "clean", None), ("corruption", "fog", 3.0),
+                                           ("attack", "fgsm", 0.3)]
+    assert len(_disparity_panels(frame, 10)) == 4
