@@ -195,6 +195,7 @@ def test_parse_reliability() -> None:
         parse_reliability({"enabled": "yes"})
 
 
+@pytest.mark.slow
 def test_flags_reach_the_record(tmp_path: Any) -> None:
     """The runner puts the flags into the record's checks."""
     from conftest import write_checkpoint, write_npz
