@@ -293,10 +293,10 @@ def sweep_records(ref: str, store: str | None = None) -> tuple[str, list[dict[st
         raise StoreError(f"Unknown sweep {ref!r}: it is not a directory, and there is no results "
                          f"store at {str(store_path)!r} to look it up in.")
     with open_store(store_path, create=False) as s:
-        ids = list(s.runs(sweep_id=ref)["run_id"])
-        if not ids:
+        run_ids = [str(r) for r in s.runs(sweep_id=ref)["run_id"]]
+        if not run_ids:
             raise StoreError(f"Unknown sweep {ref!r}: no run in {str(store_path)!r} belongs to it.")
-        return ref, [s.record(r) for r in ids]
+        return ref, [s.record(r) for r in run_ids]
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -264,12 +264,12 @@ def summary_table(df: pd.DataFrame, metric: str = "accuracy") -> Table:
     if len(series) >= 2:
         headers.append(f"delta ({series[-1]} - {series[0]})")
     cells: list[list[str]] = []
-    # NaN != NaN, so the set holds threats without a param as None, not NaN
-    keys = sorted({(f, t, None if math.isnan(p) else p)
-                   for f, t, p in zip(rows_df["family"], rows_df["threat"], rows_df["param"],
-                                      strict=True)},
-                  key=lambda k: _threat_sort_key(k[0], k[1], math.nan if k[2] is None else k[2]))
-    keys = [(f, t, math.nan if p is None else p) for f, t, p in keys]
+    # NaN != NaN, so the set holds threats without a param as -1 (params are >= 0), not NaN
+    unique = {(str(f), str(t), -1.0 if math.isnan(p) else float(p))
+              for f, t, p in zip(rows_df["family"], rows_df["threat"], rows_df["param"],
+                                 strict=True)}
+    keys = [(f, t, math.nan if p < 0 else p)
+            for f, t, p in sorted(unique, key=lambda k: _threat_sort_key(*k))]
     for family, threat, param in keys:
         sel = rows_df[(rows_df["family"] == family) & (rows_df["threat"] == threat)]
         sel = sel[sel["param"].isna()] if math.isnan(param) else sel[sel["param"] == param]
@@ -384,15 +384,15 @@ def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str]) -> list[Ta
     tables = []
     for cand in result.candidates:
         rows, classes = [], []
-        for r in result.rows:
-            if r.candidate != cand.key or r.group_feature:
+        for row in result.rows:
+            if row.candidate != cand.key or row.group_feature:
                 continue
-            marker = "" if not r.significant else ("better" if r.improved else
-                                                   "worse" if r.improved is False else "changed")
-            ci = "-" if math.isnan(r.ci_low) else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-            rows.append([r.label, r.metric, _fmt(r.value_baseline), _fmt(r.value_candidate),
-                         f"{r.difference:+.3f}", ci, r.test, _fmt_p(r.p_value),
-                         _fmt_p(r.p_adjusted), marker])
+            marker = "" if not row.significant else (
+                "better" if row.improved else "worse" if row.improved is False else "changed")
+            ci = "-" if math.isnan(row.ci_low) else f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+            rows.append([row.label, row.metric, _fmt(row.value_baseline),
+                         _fmt(row.value_candidate), f"{row.difference:+.3f}", ci, row.test,
+                         _fmt_p(row.p_value), _fmt_p(row.p_adjusted), marker])
             classes.append([""] * 9 + [f"sig-{marker}" if marker else ""])
         note = (f"Paired on the same samples; significant at alpha={result.alpha:g} after "
                 f"{result.adjust} adjustment over every test of the comparison.")
