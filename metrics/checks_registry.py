@@ -73,9 +73,11 @@ def _load_builtin_checks() -> None:
 
 
 def list_checks(kind: str | None = None) -> list[str]:
-    """Names of the registered checks, in registration order (of one kind if given)."""
+    """Names of the registered checks (of one kind if given): data checks, then
+    model checks, each in registration order (independent of import order)."""
     _load_builtin_checks()
-    return [n for n, c in _CHECKS.items() if kind is None or c.kind == kind]
+    kinds = CHECK_KINDS if kind is None else (kind,)
+    return [n for k in kinds for n, c in _CHECKS.items() if c.kind == k]
 
 
 def get_check(name: str) -> RegisteredCheck:
@@ -85,5 +87,5 @@ def get_check(name: str) -> RegisteredCheck:
         return _CHECKS[name]
     except KeyError:
         raise ConfigError(
-            f"Unknown check {name!r}; expected one of: {', '.join(_CHECKS)}."
+            f"Unknown check {name!r}; expected one of: {', '.join(list_checks())}."
         ) from None
