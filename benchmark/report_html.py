@@ -74,6 +74,7 @@ class Report:
     series: list[str]
     summary: Table
     paired: list[Table]
+    checks_summary: Table
     plots: list[Plot]
     groups: Table | None
     checks: Table
@@ -309,22 +310,54 @@ def group_table(df: pd.DataFrame, metric: str = "accuracy") -> Table | None:
                  rows=cells)
 
 
-def checks_table(runs: Sequence[LoadedRun]) -> Table:
-    """Every validation and reliability check of every run."""
-    rows, classes = [], []
+STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2}
+
+
+def checks_summary(runs: Sequence[LoadedRun]) -> Table:
+    """Pass / warn / fail counts per subject (the data, each version, each
+    version's attacks), naming the checks that did not pass."""
+    counts: dict[str, dict[str, int]] = {}
+    failing: dict[str, list[str]] = {}
     for r in runs:
         for c in r.record.get("checks") or []:
+            subject = str(c.get("subject", "")) or "-"
+            status = str(c.get("status", ""))
+            by = counts.setdefault(subject, {"pass": 0, "warn": 0, "fail": 0})
+            by[status] = by.get(status, 0) + 1
+            if status != "pass":
+                failing.setdefault(subject, []).append(f"{c.get('check')} ({status})")
+    rows, classes = [], []
+    for subject, by in counts.items():
+        rows.append([subject, str(by["pass"]), str(by["warn"]), str(by["fail"]),
+                     ", ".join(failing.get(subject, [])) or "-"])
+        worst = "fail" if by["fail"] else "warn" if by["warn"] else "pass"
+        classes.append([f"status-{worst}", "", "", "", ""])
+    return Table(title="Checks per subject", headers=["subject", "pass", "warn", "fail",
+                                                      "not passed"], rows=rows, classes=classes)
+
+
+def checks_table(runs: Sequence[LoadedRun]) -> Table:
+    """Every validation and reliability check of every run, failures first."""
+    entries = []
+    for r in runs:
+        for i, c in enumerate(r.record.get("checks") or []):
             evidence = c.get("evidence") or {}
             ev = json.dumps(evidence, default=str, sort_keys=True) if evidence else ""
             if len(ev) > 160:
                 ev = ev[:157] + "..."
-            rows.append([str(c.get("check", "")), str(c.get("status", "")),
-                         str(c.get("subject", "")), str(c.get("message", "")), ev, r.run_id])
-            classes.append(["", f"status-{c.get('status', '')}", "", "", "", ""])
-    note = "" if rows else "No validation or reliability checks were recorded for these runs."
+            status = str(c.get("status", ""))
+            row = [str(c.get("check", "")), status, str(c.get("subject", "")),
+                   str(c.get("message", "")), ev]
+            if len(runs) > 1:
+                row.append(r.run_id)
+            entries.append(((STATUS_ORDER.get(status, -1), i), row,
+                            ["", f"status-{status}"] + [""] * (len(row) - 2)))
+    entries.sort(key=lambda e: e[0])
+    note = "" if entries else "No validation or reliability checks were recorded for these runs."
+    headers = ["check", "status", "subject", "message", "evidence"]
     return Table(title="Validation and reliability checks",
-                 headers=["check", "status", "subject", "message", "evidence", "run"],
-                 rows=rows, classes=classes, note=note)
+                 headers=headers + (["run"] if len(runs) > 1 else []),
+                 rows=[e[1] for e in entries], classes=[e[2] for e in entries], note=note)
 
 
 def provenance_tables(run: LoadedRun) -> list[Table]:
@@ -361,7 +394,8 @@ def provenance_tables(run: LoadedRun) -> list[Table]:
     ]
 
 
-def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str]) -> list[Table]:
+def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str],
+                  metric: str = "accuracy") -> list[Table]:
     """``rtb compare`` on the report's runs: each later version against the
     first, sample by sample (McNemar's exact test for accuracy, Holm-adjusted),
     from a temporary store holding only these runs."""
@@ -385,7 +419,7 @@ def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str]) -> list[Ta
     for cand in result.candidates:
         rows, classes = [], []
         for row in result.rows:
-            if row.candidate != cand.key or row.group_feature:
+            if row.candidate != cand.key or row.group_feature or row.metric != metric:
                 continue
             marker = "" if not row.significant else (
                 "better" if row.improved else "worse" if row.improved is False else "changed")
@@ -396,8 +430,8 @@ def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str]) -> list[Ta
             classes.append([""] * 9 + [f"sig-{marker}" if marker else ""])
         note = (f"Paired on the same samples; significant at alpha={result.alpha:g} after "
                 f"{result.adjust} adjustment over every test of the comparison.")
-        if result.excluded:
-            note += f" Left out: {len(result.excluded)} metric(s) (`rtb compare` lists why)."
+        note += (f" Only {metric} over all samples is shown here; `rtb compare` lists every "
+                 "metric and group, and what was left out and why.")
         tables.append(Table(
             title=f"Paired comparison: {cand.key} vs {result.baseline.key}",
             headers=["threat", "metric", result.baseline.key, cand.key, "diff",
@@ -438,6 +472,7 @@ def build_report(runs: Sequence[LoadedRun], compare: Sequence[str] = (),
     paired = paired_tables(runs, keys) if len(keys) == len(series) else []
     return Report(title=title, runs=list(runs), series=series, summary=summary_table(df),
                   paired=paired, plots=all_plots(df), groups=group_table(df), checks=checks_table(runs),
+                  checks_summary=checks_summary(runs),
                   notes=comparability_notes(runs))
 
 
@@ -524,7 +559,7 @@ def render_html(report: Report) -> str:
     if report.groups:
         parts += [f'<h2 id="groups">{_e(report.groups.title)}</h2>', _html_table(report.groups)]
     parts += [f'<h2 id="checks">{_e(report.checks.title)}</h2>',
-              _html_table(report.checks, mono_cols=(4,))]
+              _html_table(report.checks_summary), _html_table(report.checks, mono_cols=(4,))]
     parts.append('<h2 id="provenance">Provenance</h2>')
     for run in report.runs:
         tables = provenance_tables(run)
@@ -575,7 +610,8 @@ def render_markdown(report: Report, assets: Path, link_prefix: str) -> str:
                 f"_{p.caption}_", ""]
     if report.groups:
         out += [f"## {report.groups.title}", "", _md_table(report.groups)]
-    out += [f"## {report.checks.title}", "", _md_table(report.checks), "## Provenance", ""]
+    out += [f"## {report.checks.title}", "", _md_table(report.checks_summary),
+            _md_table(report.checks), "## Provenance", ""]
     for run in report.runs:
         tables = provenance_tables(run)
         out += [f"### {tables[0].title}", "", _md_table(tables[0])]

@@ -236,6 +236,11 @@ def test_checks_and_provenance_in_html(tmp_path: Path) -> None:
                    "&lt;b&gt;not markup&lt;/b&gt;"):
         assert needle in text, needle
     assert "<b>not markup</b>" not in text
+    report = build_report(load_runs([str(run_dir)]))
+    assert [r[1] for r in report.checks.rows] == ["fail", "warn", "pass"]
+    summary = {r[0]: r for r in report.checks_summary.rows}
+    assert summary["data"] == ["data", "1", "1", "0", "input_range (warn)"]
+    assert summary["tiny@v1"] == ["tiny@v1", "0", "0", "1", "eval_mode (fail)"]
 
 
 def test_markdown_variant_writes_plot_files(tmp_path: Path, capsys) -> None:
