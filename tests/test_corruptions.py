@@ -356,3 +356,96 @@ def test_noise_differs_between_samples_with_equal_content_keys() -> None:
     out = corrupt(x, "gaussian_noise", 3, keys=keys)
     assert not torch.equal(out[0], out[1])
     assert torch.equal(out[0], corrupt(x[:1], "gaussian_noise", 3, keys=["a"])[0])
+
+
+# ------------------------------------------- the counter-based generator
+
+
+def _splitmix64_words(seed: int, draw: int, count: int) -> list[int]:
+    """Independent scalar splitmix64 in Python integers: the words of draw
+    number ``draw`` (1-based) of a sample seeded with ``seed``."""
+    mask = (1 << 64) - 1
+    gamma = 0x9E3779B97F4A7C15
+
+    def mix(z: int) -> int:
+        z &= mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    base = mix(mix(seed) + draw * gamma)
+    return [mix(base + (j + 1) * gamma) for j in range(count)]
+
+
+def test_sample_rng_words_match_scalar_splitmix64() -> None:
+    seeds = [0, 12345, 2**62 + 7]
+    rng = SampleRNG(seeds)
+    first, second = rng.rand(6, dtype=torch.float64), rng.rand(4, dtype=torch.float64)
+    for i, seed in enumerate(seeds):
+        for draw, got in ((1, first[i]), (2, second[i])):
+            want = [(w >> 11) * 2.0**-53 for w in _splitmix64_words(seed, draw, len(got))]
+            assert got.tolist() == want
+
+
+def test_sample_rng_draws_in_distribution() -> None:
+    from scipy import stats
+
+    rng = SampleRNG(range(50))
+    u = rng.rand(4001).flatten().numpy()
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    z = rng.randn(3, 33, 21).flatten().numpy()  # an odd count: both Box-Muller halves used
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(np.corrcoef(z[:-1], z[1:])[0, 1]) < 0.02
+    z64 = rng.randn(999, dtype=torch.float64).flatten().numpy()
+    assert stats.kstest(z64, "norm").pvalue > 1e-3
+    ints = rng.randint(-2, 3, 5000).flatten()
+    assert int(ints.min()) == -2 and int(ints.max()) == 2
+    counts = torch.bincount(ints + 2).numpy()
+    assert stats.chisquare(counts).pvalue > 1e-3
+    with pytest.raises(ValueError, match="`high - low`"):
+        rng.randint(3, 3, 2)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.4, 3.5, 12.3, 80.0, 499.5, 700.0])
+def test_sample_rng_poisson_matches_the_pmf(rate: float) -> None:
+    """Chi-squared against the Poisson pmf: the table path (integer part and
+    remainder) up to rate 512, PTRS above."""
+    from scipy import stats
+
+    counts = SampleRNG(range(40)).poisson(torch.full((40, 2500), rate)).flatten().numpy()
+    np.testing.assert_array_equal(counts, np.round(counts))
+    if rate == 0:
+        assert counts.max() == 0
+        return
+    ks = np.arange(int(rate + 8 * rate**0.5 + 10))
+    expected = stats.poisson.pmf(ks, rate) * len(counts)
+    keep = expected > 5
+    observed = np.bincount(counts.astype(int), minlength=len(ks))[: len(ks)]
+    chi2 = float((((observed - expected) ** 2 / expected)[keep]).sum())
+    assert stats.chi2.sf(chi2, int(keep.sum()) - 1) > 1e-3
+
+
+def test_sample_rng_poisson_rows_depend_only_on_their_seed_and_check_rates() -> None:
+    rates = torch.rand(5, 3, 8, 8) * 30
+    rates[1, 0, 0, 0] = 900.0  # one element on the PTRS path
+    together = SampleRNG([1, 2, 3, 4, 5]).poisson(rates)
+    torch.testing.assert_close(SampleRNG([2, 3]).poisson(rates[1:3]), together[1:3],
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        SampleRNG([1]).poisson(torch.tensor([[-1.0]]))
+    with pytest.raises(ValueError, match="one per sample"):
+        SampleRNG([1]).poisson(torch.ones(2, 3))
+
+
+def test_zoom_blur_operator_equals_the_sum_of_zooms() -> None:
+    from attacks.corruptions import clipped_zoom
+
+    for x in (smooth_images(3, 3, 32), smooth_images(2, 1, 20)[..., :14]):
+        for severity in (1, 5):
+            zooms = CIFAR["zoom_blur"][severity - 1]
+            ref = x.clone()
+            for z in zooms:
+                ref += clipped_zoom(x, z)
+            torch.testing.assert_close(corrupt(x, "zoom_blur", severity),
+                                       (ref / (len(zooms) + 1)).clamp(0, 1), rtol=0, atol=1e-6)
