@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,37 @@ def get_loader(name: str) -> Loader:
         ) from None
 
 
+def _source_signature(spec: DataSpec) -> tuple[Any, ...]:
+    """What identifies the files behind ``spec`` without reading them."""
+    if not spec.root:
+        return ()
+    root = Path(spec.root).expanduser()
+    try:
+        paths = [root, *root.iterdir()] if root.is_dir() else [root]
+        return tuple(sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+    except OSError:
+        return (str(root),)
+
+
+#: Datasets already loaded in this process, so that the jobs of a sweep that
+#: share a dataset (and jobs skipped as already stored) load it once.
+_CACHE: dict[tuple[Any, ...], EvalSet] = {}
+_CACHE_SIZE = 4
+
+
 def load_evalset(spec: DataSpec) -> EvalSet:
-    """Load ``spec`` and pick its seeded stratified subset."""
+    """Load ``spec`` and pick its seeded stratified subset (cached per process
+    while the files behind it are unchanged)."""
+    key = (repr(spec), _source_signature(spec))
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _load_evalset(spec)
+    cached = _CACHE[key]
+    return replace(cached, groups=cached.groups.copy())
+
+
+def _load_evalset(spec: DataSpec) -> EvalSet:
     raw = get_loader(spec.loader)(spec)
     _check_raw(spec, raw)
     x, y, groups = raw.x, raw.y, raw.groups

@@ -229,3 +229,18 @@ def test_corrupt_idx_header(tmp_path):
     (raw / "t10k-labels-idx1-ubyte").write_bytes(b"garbage!")
     with pytest.raises(DataError, match="IDX file"):
         load_evalset(spec("mnist", root=str(tmp_path)))
+
+
+def test_loads_are_cached_until_the_files_change(tmp_path):
+    from conftest import write_npz
+
+    path = write_npz(tmp_path / "d.npz", n=9)
+    first = load_evalset(spec("npz", root=str(path)))
+    again = load_evalset(spec("npz", root=str(path)))
+    assert again.x is first.x and again.fingerprint == first.fingerprint
+    import os
+
+    write_npz(path, n=12, seed=5)
+    os.utime(path, ns=(1, 1))  # a different signature even within one clock tick
+    changed = load_evalset(spec("npz", root=str(path)))
+    assert len(changed) == 12 and changed.fingerprint != first.fingerprint
