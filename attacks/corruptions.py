@@ -11,7 +11,8 @@ ImageNet set for large ones (``param_set="auto"``), unless configured.
 
 Randomness is per sample. ``generator`` is either a ``SampleRNG`` (one seeded
 stream per sample, so a sample's corruption depends only on its own seed, not
-on the batch it sits in) or a plain ``torch.Generator`` (per-sample seeds are
+on the batch it sits in; counter-based, every draw is computed for the whole
+batch at once) or a plain ``torch.Generator`` (per-sample seeds are
 then drawn from it, so the result depends on the batch). ``corrupt`` derives
 each sample's seed from (run seed, corruption, severity, sample content) and
 is what the runner uses: results do not depend on batch size or order.
