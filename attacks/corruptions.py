@@ -662,6 +662,7 @@ def disk_kernel(radius: float, alias_blur: float) -> Tensor:
     """The reference's anti-aliased disk: a normalised binary disk on a grid
     of at least 17x17, blurred by a 3x3 (5x5 for radius > 8) Gaussian with
     OpenCV's border; all-zero rows and columns are cropped (they add nothing)."""
+    grid: np.ndarray
     if radius <= 8:
         grid = np.arange(-8, 8 + 1)
         ksize = 3
