@@ -32,8 +32,8 @@ Commands:
   compare  compare versions with paired statistics (rtb compare --help)
   gate     check release rules (conf/gate/) for CI; exit 0 pass, 1 fail (rtb gate --help)
   report   HTML or Markdown report of a run or a version comparison (rtb report --help)
-  validate data and model checks, or drift of a batch (rtb validate --help); exit 1 on failure
   mlflow-log  log a run or a sweep to an MLflow tracking store (optional extra `mlflow`)
+  validate data and model checks, or drift of a batch (rtb validate --help); exit 1 on failure
 
 Examples:
   rtb run                                   # default: mnist_cnn@v1 vs @v2, FGSM + PGD
@@ -127,16 +127,16 @@ def report_main(args: Sequence[str]) -> int:
     return main_(args)
 
 
-def validate_main(args: Sequence[str]) -> int:
-    """``rtb validate`` (benchmark.validate_cmd): checks alone, or drift."""
-    from benchmark.validate_cmd import validate_main as main_
+def mlflow_log_main(args: Sequence[str]) -> int:
+    """``rtb mlflow-log`` (benchmark.mlflow_log); imported on use, MLflow is optional."""
+    from benchmark.mlflow_log import mlflow_log_main as main_
 
     return main_(args)
 
 
-def mlflow_log_main(args: Sequence[str]) -> int:
-    """``rtb mlflow-log`` (benchmark.mlflow_log); imported on use, MLflow is optional."""
-    from benchmark.mlflow_log import mlflow_log_main as main_
+def validate_main(args: Sequence[str]) -> int:
+    """``rtb validate`` (benchmark.validate_cmd): checks alone, or drift."""
+    from benchmark.validate_cmd import validate_main as main_
 
     return main_(args)
 
@@ -156,8 +156,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "compare": compare_main,
     "gate": gate_main,
     "report": report_main,
-    "validate": validate_main,
     "mlflow-log": mlflow_log_main,
+    "validate": validate_main,
 }
 
 

@@ -64,7 +64,7 @@ def test_mnist5k_split_is_fixed_and_stratified():
     train = load_evalset(spec("mnist5k", split="train"))
     assert len(test) == 1000 and len(train) == 4000
     assert test.x.dtype == torch.float32 and test.x.shape[1:] == (1, 28, 28)
-    assert 0.0 <= float(test.x.min()) and float(test.x.max()) <= 1.0
+    assert float(test.x.min()) >= 0.0 and float(test.x.max()) <= 1.0
     counts = np.bincount(test.y.numpy(), minlength=10)
     all_counts = counts + np.bincount(train.y.numpy(), minlength=10)
     np.testing.assert_allclose(counts / 1000, all_counts / 5000, atol=0.002)
