@@ -3,7 +3,7 @@
 It builds ART estimators once per model version, instantiates attacks from
 their specs (including nested attacks such as AutoAttack's list), and runs
 them on torch tensors. Whatever ART returns is handed back as a tensor; the
-callers (``attacks.sweep``) project it to the eps ball and [0, 1] and
+callers (``attacks.budgets``) project it to the eps ball and [0, 1] and
 recompute success with our own forward pass.
 
 PGD's PyTorch implementation is driven through its per-batch internals: the

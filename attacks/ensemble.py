@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from attacks.art_adapter import ArtAdapter
-from attacks.sweep import PointState, attack_step, threat_of
+from attacks.budgets import PointState, attack_step, threat_of
 from benchmark.config import AttackSpec
 from benchmark.types import Outcome, Threat
 

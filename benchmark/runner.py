@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks.art_adapter import ArtAdapter
-from attacks.sweep import run_attack
+from attacks.budgets import run_attack
 from benchmark.config import RunSpec
 from benchmark.data import load_evalset
 from benchmark.errors import ConfigError

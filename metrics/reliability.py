@@ -268,7 +268,7 @@ def _attack(adapter: ArtAdapter, spec: AttackSpec, eps: float, xs: torch.Tensor,
             ys: torch.Tensor, seed: int) -> tuple[np.ndarray, float]:
     """Attack every point of ``xs`` at ``eps`` (no early exit): per-point
     success by our forward pass, and the mean cross-entropy of the examples."""
-    from attacks.sweep import attack_points, choose_targets, predict
+    from attacks.budgets import attack_points, choose_targets, predict
 
     target = choose_targets(adapter, spec, xs, ys, seed)
     labels = ys if target is None else torch.from_numpy(target)

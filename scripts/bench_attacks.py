@@ -1,7 +1,7 @@
 """Attack overhead, measured side by side in one run.
 
 1. PGD-Linf (10 steps, batch 128) on the mnist5k test images with the
-   reference CNN: rtb (``attacks.sweep.run_attack``) against the floor (a bare
+   reference CNN: rtb (``attacks.budgets.run_attack``) against the floor (a bare
    torch loop of the same forward+backward passes on the same batches) and
    against ART's PGD called the plain way (a PyTorchClassifier around the
    model with trainable parameters, ``generate`` on numpy arrays).
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from attacks.art_adapter import ArtAdapter
-from attacks.sweep import PointState, attack_step, independent_outcome, predict, run_attack
+from attacks.budgets import PointState, attack_step, independent_outcome, predict, run_attack
 from benchmark.compose import compose_spec
 from benchmark.config import AttackSpec
 from benchmark.data import load_evalset

@@ -13,7 +13,7 @@ import torch
 from conftest import make_evalset, make_model, train_tiny_mlp
 
 from attacks.art_adapter import ArtAdapter, attack_kind, project
-from attacks.sweep import attack_points, predict, run_attack
+from attacks.budgets import attack_points, predict, run_attack
 from attacks.targets import TARGET_RULES, get_target_rule, register_target_rule
 from benchmark.compose import compose, group_options, to_container
 from benchmark.config import AttackSpec, parse_attack

@@ -134,7 +134,7 @@ def test_a_group_that_breaks_first_has_positive_robustness_bias() -> None:
 def test_real_attack_outcomes_feed_disparity() -> None:
     """FGSM through the ART adapter: eps_broken drives the distance rows."""
     from attacks.art_adapter import ArtAdapter
-    from attacks.sweep import run_attack
+    from attacks.budgets import run_attack
     from benchmark.config import parse_attack
     from benchmark.runner import clean_outcome
 

@@ -11,7 +11,7 @@ from conftest import BandNet, make_evalset, make_model
 from torch import nn
 
 from attacks.art_adapter import ArtAdapter
-from attacks.sweep import independent_outcome, predict, run_attack
+from attacks.budgets import independent_outcome, predict, run_attack
 from benchmark.config import AttackSpec, parse_attack
 from benchmark.errors import ConfigError
 from benchmark.types import EvalSet, ModelUnderTest
