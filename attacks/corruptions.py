@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.corruption_params import resolve_param_set, severity_params
+from benchmark.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +453,7 @@ class CorruptionInfo:
     color: bool = False
 
 
-_REGISTRY: dict[str, CorruptionInfo] = {}
+CORRUPTIONS: Registry[CorruptionInfo] = Registry("corruption", listed=lambda: list_corruptions())
 
 
 def _check_batch(x: Any, severity: Any) -> None:
@@ -480,8 +481,7 @@ def register_corruption(name: str, *, category: str,
     """
     if category not in CATEGORIES:
         raise ValueError(f"Expected `category` in {', '.join(CATEGORIES)}, but got {category!r}.")
-    if name in _REGISTRY:
-        raise ValueError(f"A corruption named {name!r} is already registered.")
+    CORRUPTIONS.check_new(name)
 
     def deco(core: CoreFn) -> CorruptionFn:
         def corruption(x: Tensor, severity: int, generator: torch.Generator | SampleRNG,
@@ -504,7 +504,8 @@ def register_corruption(name: str, *, category: str,
 
         corruption.__name__ = name
         corruption.__doc__ = core.__doc__
-        _REGISTRY[name] = CorruptionInfo(name=name, category=category, fn=corruption, color=color)
+        CORRUPTIONS.add(name, CorruptionInfo(name=name, category=category, fn=corruption,
+                                             color=color))
         return corruption
 
     return deco
@@ -512,24 +513,18 @@ def register_corruption(name: str, *, category: str,
 
 def list_corruptions(category: str | None = None) -> list[str]:
     """Registered corruption names (of one category if given), common ones first."""
-    names = [n for n, info in _REGISTRY.items() if category in (None, info.category)]
+    names = [n for n, info in CORRUPTIONS.items() if category in (None, info.category)]
     order = {n: i for i, n in enumerate(COMMON_CORRUPTIONS + EXTRA_CORRUPTIONS)}
     return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
 
 def get_corruption(name: str) -> CorruptionFn:
     """The public function of corruption ``name``; an unknown name lists the valid ones."""
-    try:
-        return _REGISTRY[name].fn
-    except KeyError:
-        raise ValueError(
-            f"Unknown corruption {name!r}; expected one of: {', '.join(list_corruptions())}."
-        ) from None
+    return CORRUPTIONS.get(name).fn
 
 
 def corruption_info(name: str) -> CorruptionInfo:
-    get_corruption(name)
-    return _REGISTRY[name]
+    return CORRUPTIONS.get(name)
 
 
 def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,

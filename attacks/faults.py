@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.corruptions import SampleRNG, sample_seeds
+from benchmark.registry import Registry
 
 Tensor = torch.Tensor
 FaultFn = Callable[..., Tensor]
@@ -31,33 +32,21 @@ FaultFn = Callable[..., Tensor]
 DEFAULT_MEAN: tuple[float, ...] = (0.485, 0.456, 0.406)
 DEFAULT_STD: tuple[float, ...] = (0.229, 0.224, 0.225)
 
-_FAULTS: dict[str, FaultFn] = {}
+FAULTS: Registry[FaultFn] = Registry("fault")
 
 
 def register_fault(name: str) -> Callable[[FaultFn], FaultFn]:
     """Register ``fn(x, **params)`` as fault ``name``; a duplicate name raises."""
-    if name in _FAULTS:
-        raise ValueError(f"A fault named {name!r} is already registered.")
-
-    def deco(fn: FaultFn) -> FaultFn:
-        _FAULTS[name] = fn
-        return fn
-
-    return deco
+    return FAULTS.register(name)
 
 
 def list_faults() -> list[str]:
-    return sorted(_FAULTS)
+    return FAULTS.names()
 
 
 def get_fault(name: str) -> FaultFn:
     """The function of fault ``name``; an unknown name lists the valid ones."""
-    try:
-        return _FAULTS[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown fault {name!r}; expected one of: {', '.join(list_faults())}."
-        ) from None
+    return FAULTS.get(name)
 
 
 def fault_params(name: str) -> dict[str, Any]:

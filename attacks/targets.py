@@ -11,29 +11,22 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from benchmark.registry import Registry
+
 TargetRule = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], torch.Tensor]
 
-TARGET_RULES: dict[str, TargetRule] = {}
+TARGET_RULES: Registry[TargetRule] = Registry(
+    "target rule", duplicate="Expected a new {kind} name, but {name!r} is registered.",
+    unknown="Expected `target` to be one of {valid}, but got {name!r}.")
 
 
 def register_target_rule(name: str) -> Callable[[TargetRule], TargetRule]:
     """Register a target-selection rule under ``name``; a duplicate name raises."""
-
-    def wrap(fn: TargetRule) -> TargetRule:
-        if name in TARGET_RULES:
-            raise ValueError(f"Expected a new target rule name, but {name!r} is registered.")
-        TARGET_RULES[name] = fn
-        return fn
-
-    return wrap
+    return TARGET_RULES.register(name)
 
 
 def get_target_rule(name: str) -> TargetRule:
-    if name not in TARGET_RULES:
-        raise ValueError(
-            f"Expected `target` to be one of {', '.join(sorted(TARGET_RULES))}, but got {name!r}."
-        )
-    return TARGET_RULES[name]
+    return TARGET_RULES.get(name)
 
 
 @register_target_rule("random")

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from benchmark.errors import DataError
+from benchmark.registry import Registry
 from benchmark.types import EvalSet
 
 log = logging.getLogger(__name__)
@@ -53,32 +54,21 @@ class RawData:
 
 
 Loader = Callable[[DataSpec], RawData]
-_LOADERS: dict[str, Loader] = {}
+LOADERS: Registry[Loader] = Registry(
+    "dataset loader", error=DataError, unknown="Unknown {kind} {name!r}; expected one of {valid}.")
 
 
 def register_loader(name: str) -> Callable[[Loader], Loader]:
     """Register a dataset loader under ``name``; a duplicate name raises."""
-
-    def deco(fn: Loader) -> Loader:
-        if name in _LOADERS:
-            raise ValueError(f"A dataset loader named {name!r} is already registered.")
-        _LOADERS[name] = fn
-        return fn
-
-    return deco
+    return LOADERS.register(name)
 
 
 def list_loaders() -> list[str]:
-    return sorted(_LOADERS)
+    return LOADERS.names()
 
 
 def get_loader(name: str) -> Loader:
-    try:
-        return _LOADERS[name]
-    except KeyError:
-        raise DataError(
-            f"Unknown dataset loader {name!r}; expected one of {', '.join(list_loaders())}."
-        ) from None
+    return LOADERS.get(name)
 
 
 def _source_signature(spec: DataSpec) -> tuple[Any, ...]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from benchmark.errors import ConfigError
+from benchmark.registry import Registry
 from benchmark.types import CheckResult
 
 CheckKind = Literal["data", "model"]
@@ -43,7 +44,8 @@ class RegisteredCheck:
         return result
 
 
-_CHECKS: dict[str, RegisteredCheck] = {}
+_CHECKS: Registry[RegisteredCheck] = Registry(
+    "check", error=ConfigError, listed=lambda: list_checks())
 
 
 def register_check(name: str, kind: str) -> Callable[[CheckFn], CheckFn]:
@@ -52,15 +54,14 @@ def register_check(name: str, kind: str) -> Callable[[CheckFn], CheckFn]:
         raise ValueError(f"Expected `kind` to be one of {CHECK_KINDS}, but got {kind!r}.")
 
     def deco(fn: CheckFn) -> CheckFn:
-        if name in _CHECKS:
-            raise ValueError(f"A check named {name!r} is already registered.")
+        _CHECKS.check_new(name)
         params = inspect.signature(fn).parameters.values()
         defaults = {
             p.name: p.default for p in params
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
         }
         doc = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
-        _CHECKS[name] = RegisteredCheck(name=name, kind=kind, fn=fn, doc=doc, defaults=defaults)
+        _CHECKS.add(name, RegisteredCheck(name=name, kind=kind, fn=fn, doc=doc, defaults=defaults))
         return fn
 
     return deco
@@ -83,9 +84,4 @@ def list_checks(kind: str | None = None) -> list[str]:
 def get_check(name: str) -> RegisteredCheck:
     """The check registered as ``name``; an unknown name lists the valid ones."""
     _load_builtin_checks()
-    try:
-        return _CHECKS[name]
-    except KeyError:
-        raise ConfigError(
-            f"Unknown check {name!r}; expected one of: {', '.join(list_checks())}."
-        ) from None
+    return _CHECKS.get(name)

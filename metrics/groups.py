@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import ConfigError, DataError
+from benchmark.registry import Registry
 from benchmark.types import EvalSet, Measurement, Outcome
 from metrics.properties import compute_properties, list_properties
 
@@ -345,19 +346,12 @@ class FeatureContext:
 
 
 FeatureBuilder = Callable[[FeatureSpec, FeatureContext], pd.Series]
-_BUILDERS: dict[str, FeatureBuilder] = {}
+FEATURE_KINDS: Registry[FeatureBuilder] = Registry("group feature kind")
 
 
 def register_feature_kind(kind: str) -> Callable[[FeatureBuilder], FeatureBuilder]:
     """Register a builder of sensitive-feature columns; a duplicate kind raises."""
-
-    def deco(fn: FeatureBuilder) -> FeatureBuilder:
-        if kind in _BUILDERS:
-            raise ValueError(f"A group feature kind named {kind!r} is already registered.")
-        _BUILDERS[kind] = fn
-        return fn
-
-    return deco
+    return FEATURE_KINDS.register(kind)
 
 
 @register_feature_kind("label")
@@ -434,7 +428,7 @@ def sensitive_features(spec: GroupsSpec, data: EvalSet,
     for f in spec.features:
         if f.kind == "intersection":
             continue
-        cols[f.name] = apply_missing_policy(f.name, _BUILDERS[f.kind](f, ctx), spec.missing)
+        cols[f.name] = apply_missing_policy(f.name, FEATURE_KINDS.get(f.kind)(f, ctx), spec.missing)
     for f in spec.features:
         if f.kind == "intersection":
             a, b = cols[f.of[0]], cols[f.of[1]]

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmark.registry import Registry
+
 log = logging.getLogger(__name__)
 
 PropertyFn = Callable[[torch.Tensor], torch.Tensor]
@@ -42,16 +44,16 @@ class ImageProperty:
     definition: str
 
 
-_PROPERTIES: dict[str, ImageProperty] = {}
+PROPERTIES: Registry[ImageProperty] = Registry(
+    "image property", duplicate=MSG_DUPLICATE, unknown=MSG_UNKNOWN)
 
 
 def register_property(name: str, definition: str) -> Callable[[PropertyFn], PropertyFn]:
     """Register ``fn`` as property ``name``; a duplicate name raises."""
+    PROPERTIES.check_new(name)
 
     def deco(fn: PropertyFn) -> PropertyFn:
-        if name in _PROPERTIES:
-            raise ValueError(MSG_DUPLICATE.format(name=name))
-        _PROPERTIES[name] = ImageProperty(name=name, fn=fn, definition=definition)
+        PROPERTIES.add(name, ImageProperty(name=name, fn=fn, definition=definition))
         return fn
 
     return deco
@@ -59,15 +61,12 @@ def register_property(name: str, definition: str) -> Callable[[PropertyFn], Prop
 
 def list_properties() -> list[str]:
     """Names of every registered property, sorted."""
-    return sorted(_PROPERTIES)
+    return PROPERTIES.names()
 
 
 def get_property(name: str) -> ImageProperty:
     """The registered property ``name``; an unknown name lists the valid ones."""
-    try:
-        return _PROPERTIES[name]
-    except KeyError:
-        raise ValueError(MSG_UNKNOWN.format(name=name, valid=", ".join(list_properties()))) from None
+    return PROPERTIES.get(name)
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from benchmark.errors import ConfigError
+from benchmark.registry import Registry
 from benchmark.types import CheckResult, EvalSet, ModelUnderTest, Outcome
 
 if TYPE_CHECKING:
@@ -74,17 +75,13 @@ def subject_of(model: ModelUnderTest) -> str:
 # --------------------------------------------------------------------- model flags
 
 ModelFlag = Callable[[ModelUnderTest, torch.Tensor, torch.Tensor], CheckResult]
-MODEL_FLAGS: dict[str, ModelFlag] = {}
+MODEL_FLAGS: Registry[ModelFlag] = Registry(
+    "reliability flag", duplicate="Expected a new {kind} name, but {name!r} is registered.")
 
 
 def register_model_flag(name: str) -> Callable[[ModelFlag], ModelFlag]:
-    def wrap(fn: ModelFlag) -> ModelFlag:
-        if name in MODEL_FLAGS:
-            raise ValueError(f"Expected a new reliability flag name, but {name!r} is registered.")
-        MODEL_FLAGS[name] = fn
-        return fn
-
-    return wrap
+    """Register a model-level reliability flag; a duplicate name raises."""
+    return MODEL_FLAGS.register(name)
 
 
 @register_model_flag("gradients")
