@@ -138,7 +138,7 @@ def _fast_pgd_class() -> type:
             if not np.isscalar(eps_step) or self.estimator.clip_values is None:
                 return super()._apply_perturbation_pytorch(x, perturbation, eps_step)
             lo, hi = self.estimator.clip_values
-            step = torch.nan_to_num(float(eps_step) * perturbation, nan=0.0)
+            step = torch.nan_to_num(float(eps_step) * perturbation, nan=0.0)  # type: ignore[arg-type]
             return (x + step).clamp(float(lo), float(hi))
 
         @staticmethod
@@ -149,10 +149,10 @@ def _fast_pgd_class() -> type:
                 return ProjectedGradientDescentPyTorch._projection(
                     values, eps, norm_p, suboptimal=suboptimal)
             if norm == np.inf:
-                return values.clamp(-float(eps), float(eps))
+                return values.clamp(-float(eps), float(eps))  # type: ignore[arg-type]
             flat = values.reshape(len(values), -1)
             size = flat.norm(p=2, dim=1, keepdim=True)
-            factor = torch.where(size > eps, float(eps) / size.clamp_min(1e-12),
+            factor = torch.where(size > eps, float(eps) / size.clamp_min(1e-12),  # type: ignore[arg-type]
                                  torch.ones_like(size))
             return (flat * factor).reshape(values.shape)
 

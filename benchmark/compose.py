@@ -99,7 +99,7 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     except Exception as exc:  # interpolation and missing-value errors
         raise ConfigError(f"Could not resolve the config: {_one_line(str(exc))}") from None
     assert isinstance(out, dict)
-    return {k: v for k, v in out.items() if k != "hydra"}
+    return {str(k): v for k, v in out.items() if k != "hydra"}
 
 
 def compose_spec(overrides: list[str], check_files: bool = True) -> tuple[RunSpec, dict[str, Any]]:
@@ -133,7 +133,7 @@ def expand_for_validation(args: list[str]) -> list[list[str]]:
             values = list(ov.sweep_string_iterator())
             sweeps.append((f"{ov.get_key_element()}=", values))
         else:
-            fixed.append(ov.input_line)
+            fixed.append(ov.input_line or "")
     if not sweeps:
         return [fixed]
     first = [prefix + values[0] for prefix, values in sweeps]

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 class Normalized(nn.Module):
     """Wraps a network so it takes [0,1] pixels: ``net((x - mean) / std)``."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.net = net

@@ -207,8 +207,8 @@ def run_benchmark(
     measurements = derived_measurements(spec, data, models, outcomes)
     checks += flags_after_threats(spec, data, models, outcomes)
     run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    for m in measurements:
-        m.run = run_id
+    for row in measurements:
+        row.run = run_id
     record = RunRecord(
         run_id=run_id,
         name=spec.name,
