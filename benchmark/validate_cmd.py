@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def list_text() -> str:
     from benchmark.report import format_table
-    from metrics.checks_registry import get_check, list_checks
+    from metrics.checks import get_check, list_checks
 
     rows = []
     for name in list_checks():

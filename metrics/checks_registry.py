@@ -5,6 +5,10 @@ Its keyword-only parameters are its thresholds: their defaults are the
 check's defaults, and a policy may override them by name
 (``conf/validation/*.yaml``). A duplicate name raises; an unknown name
 lists the valid ones.
+
+This module is a leaf: it does not import the check modules (they import
+``register_check`` from here). Import ``metrics.checks`` for the registry
+with the built-in checks loaded.
 """
 
 from __future__ import annotations
@@ -67,21 +71,13 @@ def register_check(name: str, kind: str) -> Callable[[CheckFn], CheckFn]:
     return deco
 
 
-def _load_builtin_checks() -> None:
-    # The modules register their checks on import.
-    import metrics.data_checks  # noqa: F401
-    import metrics.model_checks  # noqa: F401
-
-
 def list_checks(kind: str | None = None) -> list[str]:
     """Names of the registered checks (of one kind if given): data checks, then
     model checks, each in registration order (independent of import order)."""
-    _load_builtin_checks()
     kinds = CHECK_KINDS if kind is None else (kind,)
     return [n for k in kinds for n, c in _CHECKS.items() if c.kind == k]
 
 
 def get_check(name: str) -> RegisteredCheck:
     """The check registered as ``name``; an unknown name lists the valid ones."""
-    _load_builtin_checks()
     return _CHECKS.get(name)

@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmark.errors import ConfigError, UserError
 from benchmark.types import CheckResult, EvalSet, ModelUnderTest
-from metrics.checks_registry import get_check, list_checks
+from metrics.checks import get_check, list_checks
 
 if TYPE_CHECKING:
     from benchmark.config import ModelSpec

@@ -9,7 +9,7 @@ from conftest import BandNet, make_evalset, make_model
 from torch import nn
 
 from benchmark.types import ModelUnderTest
-from metrics.checks_registry import get_check, list_checks
+from metrics.checks import get_check, list_checks
 from metrics.model_checks import ModelContext, make_probe
 from metrics.validation import ValidationPolicy, run_model_checks
 
