@@ -15,7 +15,7 @@ from benchmark.compose import CONF_DIR, to_container
 from benchmark.config import parse_run
 from benchmark.errors import UserError
 from benchmark.report import accuracy_table
-from metrics.groups import worst_group_table
+from metrics.bias import worst_group_table
 
 log = logging.getLogger(__name__)
 

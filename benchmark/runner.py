@@ -28,8 +28,9 @@ from benchmark.errors import ConfigError
 from benchmark.models import load_model, predict_logits, resolve_device
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
 from benchmark.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
+from metrics.bias import bias_measurements
 from metrics.corruption import corruption_measurements
-from metrics.groups import bias_measurements, check_groups
+from metrics.groups import check_groups
 from metrics.reliability import flags_after_threats, flags_before_threats
 from metrics.robustness import accuracy_measurements
 

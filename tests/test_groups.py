@@ -23,6 +23,7 @@ from sklearn.metrics import accuracy_score
 from benchmark.errors import ConfigError, DataError
 from benchmark.record import RECORD_FILE
 from benchmark.types import EvalSet, Measurement, Outcome, Threat
+from metrics import bias as B
 from metrics import groups as G
 from metrics.properties import compute_properties
 
@@ -286,15 +287,15 @@ def test_worst_group_table_picks_lowest_over_features() -> None:
                            metric="accuracy_worst_group", value=v, n=10, group_feature=feature,
                            group_value=value)
 
-    table = G.worst_group_table([m("v1", "class", "3", 0.4), m("v1", "bright", "Q4", 0.2),
+    table = B.worst_group_table([m("v1", "class", "3", 0.4), m("v1", "bright", "Q4", 0.2),
                                  m("v2", "class", "1", 0.7)])
     assert "0.200 bright=Q4" in table and "0.700 class=1" in table and "pgd eps=0.1" in table
-    assert G.worst_group_table([]) == ""
+    assert B.worst_group_table([]) == ""
 
 
 def test_bias_measurements_of_none_is_empty() -> None:
     y, outs = random_outcomes(n=30, classes=3, k=1, seed=0)
-    assert G.bias_measurements(None, make_evalset(n=30), outs) == []
+    assert B.bias_measurements(None, make_evalset(n=30), outs) == []
 
 
 @pytest.mark.slow

@@ -1,0 +1,76 @@
+"""Performance bias of a run: the orchestration over the group metrics
+(``metrics.groups``), robustness disparity (``metrics.disparity``) and slice
+discovery (``metrics.slices``), plus the console summary of the worst group.
+
+It sits above those three; ``metrics.groups`` imports none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from benchmark.report import format_table
+from benchmark.types import THREAT_FAMILIES, EvalSet, Measurement, Outcome
+from metrics.disparity import disparity_measurements
+from metrics.groups import GroupsSpec, group_measurements, sensitive_features
+from metrics.properties import compute_properties, list_properties
+from metrics.slices import candidate_slices, slice_measurements
+
+log = logging.getLogger(__name__)
+
+
+def bias_measurements(spec: GroupsSpec | None, data: EvalSet, outcomes: Sequence[Outcome],
+                      seed: int = 0) -> list[Measurement]:
+    """Every performance-bias measurement of a run: group metrics, robustness
+    disparity and discovered slices, from the per-sample outcomes."""
+    if spec is None:
+        return []
+    started = time.perf_counter()
+    needed = {f.property for f in spec.features if f.kind == "property"}
+    if spec.slices.enabled:
+        needed |= set(spec.slices.properties or list_properties())
+    props = compute_properties(data.x, sorted(p for p in needed if p)) if needed else {}
+    columns = sensitive_features(spec, data, props)
+    rows = group_measurements(spec, data, outcomes, columns, seed)
+    rows += disparity_measurements(outcomes, columns, min_size=spec.min_size, taus=spec.tau)
+    if spec.slices.enabled:
+        candidates = candidate_slices(spec.slices, data, props, missing=spec.missing)
+        rows += slice_measurements(outcomes, candidates, spec.slices)
+    log.info("Performance bias: %d measurements over %d outcome(s) and %d group feature(s) in "
+             "%.1f s", len(rows), len(outcomes), len(columns), time.perf_counter() - started)
+    return rows
+
+
+# ---------------------------------------------------------------- console
+
+
+def worst_group_table(measurements: Sequence[Measurement]) -> str:
+    """Per threat (rows) and version (columns): the lowest group accuracy over
+    every group feature, as ``accuracy feature=value``; empty without groups."""
+    best: dict[tuple[int, str, float], dict[str, Measurement]] = {}
+    versions: list[str] = []
+    for m in measurements:
+        if m.metric != "accuracy_worst_group":
+            continue
+        key = f"{m.model}@{m.version}"
+        if key not in versions:
+            versions.append(key)
+        fam = THREAT_FAMILIES.index(m.family) if m.family in THREAT_FAMILIES else 99
+        row = best.setdefault((fam, m.threat, -1.0 if m.param is None else float(m.param)), {})
+        if key not in row or m.value < row[key].value:
+            row[key] = m
+    if not best:
+        return ""
+    rows = []
+    for (fam, threat, param), by_version in sorted(best.items()):
+        eps = "eps=" if fam == THREAT_FAMILIES.index("attack") else ""
+        label = threat if param < 0 else f"{threat} {eps}{param:g}"
+        cells = [label]
+        for v in versions:
+            w = by_version.get(v)
+            cells.append(f"{w.value:.3f} {w.group_feature}={w.group_value}" if w else "-")
+        rows.append(cells)
+    return "worst group per threat\n" + format_table(["threat", *versions], rows,
+                                                     "l" * (1 + len(versions)))
