@@ -12,9 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from benchmark.compose import CONF_DIR, to_container
-from benchmark.config import parse_run
 from benchmark.errors import UserError
 from benchmark.report import accuracy_table
+from benchmark.schema import parse_run
 from metrics.bias import worst_group_table
 
 log = logging.getLogger(__name__)

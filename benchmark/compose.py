@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config import RunSpec, parse_run
+from benchmark.config import RunSpec
 from benchmark.errors import ConfigError
+from benchmark.schema import parse_run
 
 #: The installed configs: the ``conf`` package beside ``benchmark``, found by
 #: path rather than by import so that a user's own ``conf/`` directory in the

@@ -14,13 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attacks.corruption_suite import parse_corruption_suite, parse_fault_suite
 from benchmark.data import DataSpec, list_loaders
 from benchmark.errors import ConfigError
-from benchmark.sweep import parse_sweep
-from metrics.groups import parse_groups
-from metrics.reliability import parse_reliability
-from metrics.validation import parse_validation
 
 #: Prefixes a ``_target_`` may start with: a config file is not a way to run
 #: arbitrary code.
@@ -437,50 +432,3 @@ def parse_ensemble(name: str, d: Mapping[str, Any], input_shape: tuple[int, int,
     first = members[0]
     return AttackSpec(name=name, target="ensemble", kwargs={}, eps=first.eps, norm=first.norm,
                       members=tuple(members))
-
-
-def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
-    """Validate a composed config (a plain, resolved dict) into a ``RunSpec``."""
-    cfg = _mapping("config", cfg)
-    _unknown_key("", cfg, TOP_LEVEL_KEYS + tuple(EXTRA_SECTIONS))
-    data = parse_data(cfg.get("data"))
-    models_cfg = _mapping("model", cfg.get("model") or {})
-    if not models_cfg:
-        raise ConfigError("Expected at least one model version (model=[NAME,...]), but got none.")
-    models = {k: parse_model(k, v, check_files) for k, v in models_cfg.items()}
-    shapes = {m.input_shape for m in models.values()}
-    input_shape = next(iter(shapes)) if len(shapes) == 1 else None
-    attacks_cfg = _mapping("attack", cfg.get("attack") or {})
-    attacks = {k: parse_attack(k, v, input_shape) for k, v in attacks_cfg.items()}
-    device = _str("device", cfg.get("device", "auto"))
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise _fail("device", "auto, cpu or cuda", device)
-    store = cfg.get("store")
-    if store is not None:
-        store = _str("store", store)
-    extras = {k: EXTRA_SECTIONS[k](cfg[k]) for k in EXTRA_SECTIONS if cfg.get(k) is not None}
-    return RunSpec(
-        data=data,
-        models=models,
-        attacks=attacks,
-        name=_str("name", cfg.get("name", "default")),
-        seed=_int("seed", cfg.get("seed", 0), minimum=0),
-        device=device,
-        batch_size=_int("batch_size", cfg.get("batch_size", 256), minimum=1),
-        deterministic=_bool("deterministic", cfg.get("deterministic", True)),
-        store=store,
-        extras=extras,
-    )
-
-
-#: Parsers for the optional config sections (corruption suites, faults, groups,
-#: validation policy, ...), by top-level key; each returns its typed spec,
-#: found in ``RunSpec.extras`` under the same key.
-EXTRA_SECTIONS: dict[str, Any] = {
-    "sweep": parse_sweep,
-    "corruption": parse_corruption_suite,
-    "fault": parse_fault_suite,
-    "validation": parse_validation,
-    "groups": parse_groups,
-    "reliability": parse_reliability,
-}

@@ -194,10 +194,10 @@ def reproduce(recorded: Recorded, out_dir: Path, *, progress: bool = True) -> Re
     """Check inputs against the record, re-run it, compare outcomes."""
     import torch
 
-    from benchmark.config import parse_run
     from benchmark.data import load_evalset
     from benchmark.record import outcomes_frame
     from benchmark.runner import run_benchmark
+    from benchmark.schema import parse_run
 
     record = recorded.record
     config = record.get("config")

@@ -84,7 +84,7 @@ SWEEP_KEYS = ("id", "skip_existing", "threads")
 
 
 def parse_sweep(d: Any) -> SweepSpec:
-    """Validate the ``sweep:`` section (registered in ``config.EXTRA_SECTIONS``)."""
+    """Validate the ``sweep:`` section (registered in ``schema.EXTRA_SECTIONS``)."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"Expected `sweep` to be a mapping, but got {d!r}.")
     unknown = sorted(k for k in d if k not in SWEEP_KEYS)

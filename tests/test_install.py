@@ -4,6 +4,7 @@ configs and reference checkpoints travel inside the installed packages."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,16 @@ from conftest import REPO
 
 @pytest.mark.slow
 def test_plain_install_runs_from_another_directory(tmp_path: Path) -> None:
+    # build from a copy: setuptools writes build/ into the source tree, and a
+    # stale build/ there would leak removed files into later installs
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".ci-venv", "build", "*.egg-info", "outputs", "multirun",
+        "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "*.sqlite*"))
     target = tmp_path / "site"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=600,
     )
     assert build.returncode == 0, build.stderr[-2000:]
