@@ -176,6 +176,11 @@ def _is_attack_map(value: Any) -> bool:
             and all(isinstance(v, Mapping) and "_target_" in v for v in value.values()))
 
 
+#: ART attacks whose random starting point comes from an unseeded generator
+#: unless ``x_adv_init`` is given.
+SEEDED_START_ATTACKS: tuple[str, ...] = ("BoundaryAttack",)
+
+
 class ArtAdapter:
     """ART estimators and attacks for one model version.
 
@@ -271,9 +276,30 @@ class ArtAdapter:
             return self._pgd(attack, x, labels)
         y = nn.functional.one_hot(labels.cpu().long(), self.model.num_classes).numpy()
         x_np = x.detach().cpu().numpy().astype(np.float32, copy=False)
-        x_adv = attack.generate(x=x_np, y=y.astype(np.float32))
+        kwargs = {}
+        if type(attack).__name__ in SEEDED_START_ATTACKS:
+            kwargs["x_adv_init"] = self._seeded_start(attack, x_np, labels.cpu().numpy())
+        x_adv = attack.generate(x=x_np, y=y.astype(np.float32), **kwargs)
         out = torch.from_numpy(np.asarray(x_adv, dtype=np.float32)).reshape(x.shape)
         return out.to(self.model.device)
+
+    def _seeded_start(self, attack: Any, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Random starting images that are already adversarial, drawn from the
+        seeded global generator: ART's own draw uses an unseeded RandomState,
+        which would make the attack's results differ from run to run."""
+        init = x.copy()
+        clean = self.estimator.predict(x, batch_size=self.batch_size).argmax(1)
+        found = np.zeros(len(x), dtype=bool)
+        for _ in range(int(getattr(attack, "init_size", 100))):
+            cand = np.random.uniform(0.0, 1.0, size=x.shape).astype(np.float32)
+            pred = self.estimator.predict(cand, batch_size=self.batch_size).argmax(1)
+            ok = (pred == labels) if attack.targeted else (pred != clean)
+            ok &= ~found
+            init[ok] = cand[ok]
+            found |= ok
+            if found.all():
+                break
+        return init
 
     @staticmethod
     def _fast_pgd_ok(attack: Any) -> bool:

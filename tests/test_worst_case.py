@@ -12,8 +12,7 @@ import torch
 from conftest import make_evalset, make_model, train_tiny_mlp
 
 from attacks.art_adapter import ArtAdapter
-from attacks.budgets import independent_outcome, predict, run_attack
-from attacks.ensemble import worst_case
+from attacks.budgets import independent_outcome, predict, run_attack, worst_case
 from benchmark.config import AttackSpec, parse_attack
 from benchmark.types import Outcome, Threat
 
