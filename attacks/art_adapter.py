@@ -299,6 +299,13 @@ class ArtAdapter:
             found |= ok
             if found.all():
                 break
+        # where noise never crossed the boundary, start from another sample
+        # that the model already puts on the wanted side
+        for i in np.flatnonzero(~found):
+            wanted = (clean == labels[i]) if attack.targeted else (clean != clean[i])
+            donors = np.flatnonzero(wanted)
+            if len(donors):
+                init[i] = x[donors[0]]
         return init
 
     @staticmethod
