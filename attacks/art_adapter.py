@@ -178,7 +178,7 @@ def _is_attack_map(value: Any) -> bool:
 
 #: ART attacks whose random starting point comes from an unseeded generator
 #: unless ``x_adv_init`` is given.
-SEEDED_START_ATTACKS: tuple[str, ...] = ("BoundaryAttack",)
+SEEDED_START_ATTACKS: tuple[str, ...] = ("BoundaryAttack", "HopSkipJump")
 
 
 class ArtAdapter:

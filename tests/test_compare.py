@@ -46,10 +46,14 @@ def test_run_then_compare_prints_each_metric_with_mcnemar_p(tmp_path: Path, run_
     outcomes = pd.read_parquet(run_dir / "outcomes.parquet")
     record = json.loads((run_dir / "record.json").read_text())
     labels = {"clean", "fgsm eps=0.05", "fgsm eps=0.1", "fgsm eps=0.3"}
-    assert {row["label"] for row in result["rows"]} == labels
-    assert len(record["measurements"]) == 2 * len(labels)
+    # overall accuracy rows; group rows and other metrics are compared side by side
+    rows = [r for r in result["rows"] if r["metric"] == "accuracy" and not r["group_feature"]]
+    assert {row["label"] for row in rows} == labels
+    overall = [m for m in record["measurements"]
+               if m["metric"] == "accuracy" and not m["group_feature"]]
+    assert len(overall) == 2 * len(labels)
     raw = []
-    for row in result["rows"]:
+    for row in rows:
         sel = (outcomes["threat"] == row["threat"]) & (
             outcomes["param"].isna() if row["param"] is None else outcomes["param"] == row["param"])
         a = outcomes[sel & (outcomes["version"] == "v1")].sort_values("sample")["correct"].to_numpy()
@@ -61,8 +65,10 @@ def test_run_then_compare_prints_each_metric_with_mcnemar_p(tmp_path: Path, run_
         # the console table shows this metric with its difference and p-value
         line = next(ln for ln in table.stdout.splitlines() if ln.startswith(row["label"] + " "))
         assert f"{row['difference']:+.3f}" in line and "mcnemar" in line
+    tested = [r for r in result["rows"] if r["test"] == "mcnemar"]
+    assert tested == rows  # only the paired accuracy rows carry a test here
     adjusted = multipletests(raw, method="holm")[1]
-    np.testing.assert_allclose([r["p_adjusted"] for r in result["rows"]], adjusted, rtol=1e-12)
+    np.testing.assert_allclose([r["p_adjusted"] for r in rows], adjusted, rtol=1e-12)
     md = run_cli("compare", "tiny@v1", "tiny@v2", "--format", "markdown")
     assert md.returncode == 0 and "| fgsm eps=0.1 | accuracy |" in md.stdout
 
