@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import run_attack
+from attacks.corruption_suite import suite_outcomes, suite_steps
 from benchmark.config import RunSpec
 from benchmark.data import load_evalset
 from benchmark.errors import ConfigError
@@ -33,6 +34,7 @@ from metrics.corruption import corruption_measurements
 from metrics.groups import check_groups
 from metrics.reliability import flags_after_threats, flags_before_threats
 from metrics.robustness import accuracy_measurements
+from metrics.validation import run_pre_checks
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +96,13 @@ def _check_compatible(model: ModelUnderTest, data: EvalSet) -> None:
 
 def count_steps(spec: RunSpec) -> int:
     """Progress units per model version: clean plus one per threat setting."""
-    steps = 1 + sum(len(a.eps) for a in spec.attacks.values())
-    from attacks.corruption_suite import suite_steps
-
-    steps += suite_steps(spec.extras)  # corruption x severity settings, faults
-    # further threat families add their settings here
-    return steps
+    attack_steps = sum(len(a.eps) for a in spec.attacks.values())
+    return 1 + attack_steps + suite_steps(spec.extras)  # + corruption x severity, faults
 
 
 def pre_checks(spec: RunSpec, data: EvalSet, models: list[ModelUnderTest]) -> list[CheckResult]:
     """Data and model checks that run before any threat (validation policy);
     a failing check under ``on_fail: stop`` raises ``ValidationFailed``."""
-    from metrics.validation import run_pre_checks
-
     return run_pre_checks(spec.extras.get("validation"), data, models, list(spec.models.values()))
 
 
@@ -118,7 +114,6 @@ def derived_measurements(
     suite = spec.extras.get("corruption")
     measurements += corruption_measurements(outcomes, getattr(suite, "baseline", None))
     measurements += bias_measurements(spec.extras.get("groups"), data, outcomes, seed=spec.seed)
-    # group metrics, corruption errors, reliability flags ... extend this list
     return measurements
 
 
@@ -133,8 +128,6 @@ def threat_outcomes(
             yield from run_attack(
                 adapter, attack, data.x, data.y, clean.pred, spec.seed, on_step=lambda: bar.update(1)
             )
-    from attacks.corruption_suite import suite_outcomes
-
     bar.set_postfix_str(f"{model.key} corruptions/faults")
     yield from suite_outcomes(spec, model, data, on_step=lambda: bar.update(1))
 
