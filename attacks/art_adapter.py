@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from benchmark.config import AttackSpec
-from benchmark.errors import ConfigError
-from benchmark.types import ModelUnderTest
+from benchmark.core.errors import ConfigError
+from benchmark.core.types import ModelUnderTest
 
 log = logging.getLogger(__name__)
 

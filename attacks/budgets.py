@@ -35,8 +35,8 @@ from attacks.art_adapter import (
 )
 from attacks.targets import get_target_rule
 from benchmark.config import AttackSpec
+from benchmark.core.types import ModelUnderTest, Outcome, Threat
 from benchmark.models import predict_logits
-from benchmark.types import ModelUnderTest, Outcome, Threat
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,15 @@ class PointState:
             self.broken_by[won] = member
 
     def outcome(self, model: ModelUnderTest, threat: Threat,
-                extras: dict[str, np.ndarray] | None = None) -> Outcome:
+                columns: dict[str, np.ndarray] | None = None) -> Outcome:
         ex = {**{k: v.copy() for k, v in self.norms.items()},
               "eps_broken": self.eps_broken.copy(),
               "success": self.success.astype(np.float64)}
         if self.target is not None:
             ex["target"] = self.target.astype(np.float64)
-        ex.update(extras or {})
+        ex.update(columns or {})
         return Outcome(model=model.name, version=model.version, threat=threat,
-                       pred=self.pred.copy(), correct=self.pred == self.y, extras=ex)
+                       pred=self.pred.copy(), correct=self.pred == self.y, columns=ex)
 
 
 def threat_of(spec: AttackSpec, eps: float) -> Threat:

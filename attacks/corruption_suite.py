@@ -20,8 +20,8 @@ import torch
 from attacks.corruption_params import PARAM_SETS, resolve_param_set
 from attacks.corruptions import SEVERITIES, corrupt, list_corruptions, sample_keys
 from attacks.faults import fault_params, get_fault, list_faults
-from benchmark.errors import ConfigError
-from benchmark.types import EvalSet, ModelUnderTest, Outcome, Threat
+from benchmark.core.errors import ConfigError
+from benchmark.core.types import EvalSet, ModelUnderTest, Outcome, Threat
 
 CORRUPTION_KEYS = ("name", "corruptions", "severities", "param_set", "baseline", "seed")
 FAULT_KEYS = ("name", "faults", "seed")
@@ -179,10 +179,10 @@ def _outcome(model: ModelUnderTest, threat: Threat, y: np.ndarray, preds: list[n
              finite: list[np.ndarray], dists: dict[str, list[np.ndarray]]) -> Outcome:
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
     ok = np.concatenate(finite) if finite else np.zeros(0, dtype=bool)
-    extras = {"finite": ok.astype(np.float64)}
-    extras.update({k: np.concatenate(v) if v else np.zeros(0) for k, v in dists.items()})
+    columns = {"finite": ok.astype(np.float64)}
+    columns.update({k: np.concatenate(v) if v else np.zeros(0) for k, v in dists.items()})
     return Outcome(model=model.name, version=model.version, threat=threat, pred=pred,
-                   correct=(pred == y) & ok, extras=extras)
+                   correct=(pred == y) & ok, columns=columns)
 
 
 def _distances(a: torch.Tensor, b: torch.Tensor) -> dict[str, np.ndarray]:
@@ -242,7 +242,7 @@ def fault_outcomes(
     model_specs: Mapping[str, Any] | None = None, on_step: Callable[[], None] | None = None,
 ) -> Iterator[Outcome]:
     """Per-sample outcomes under each fault; a sample whose logits are not
-    all finite counts as misclassified (``extras['finite']`` says which)."""
+    all finite counts as misclassified (its ``finite`` column says which)."""
     keys = sample_keys(data.x)
     y = data.y.numpy()
     norm = _model_normalization(model, model_specs or {})

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.corruption_params import resolve_param_set, severity_params
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 
 log = logging.getLogger(__name__)
 

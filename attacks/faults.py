@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.corruptions import SampleRNG, sample_seeds
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 
 Tensor = torch.Tensor
 FaultFn = Callable[..., Tensor]

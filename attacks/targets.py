@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 
 TargetRule = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], torch.Tensor]
 

@@ -12,10 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from benchmark.compose import CONF_DIR, to_container
-from benchmark.errors import UserError
-from benchmark.report import accuracy_table
+from benchmark.console import accuracy_table, checks_table, corruption_table, worst_group_table
+from benchmark.core.errors import UserError
 from benchmark.schema import parse_run
-from metrics.bias import worst_group_table
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +44,9 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     print(accuracy_table(result.measurements))
     if worst := worst_group_table(result.measurements):
         print(f"\n{worst}")
-    from metrics.corruption import corruption_table
-
     if corruptions := corruption_table(result.measurements):
         print(f"\n{corruptions}")
     if result.record.checks:
-        from metrics.validation import checks_table
-
         print(f"\n{checks_table(result.record.checks)}")
     print(f"\nrecord: {out_dir / 'record.json'}")
     return job.result("ran", result.record.run_id, result.record.as_dict())

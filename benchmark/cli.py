@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from benchmark.compare import compare_main
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 from benchmark.gate import gate_main
 from benchmark.store import store_main
 
@@ -80,7 +80,7 @@ def run_main(args: Sequence[str]) -> int:
 def list_main(args: Sequence[str]) -> int:
     """``rtb list``: what the config groups offer."""
     from benchmark.compose import group_options, read_option
-    from benchmark.report import format_table
+    from benchmark.console import format_table
 
     parser = argparse.ArgumentParser(prog="rtb list", description=list_main.__doc__)
     parser.add_argument("group", nargs="?", help="only this config group (data, model, attack, ...)")

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import StoreError
-from benchmark.report import format_table
+from benchmark.console import format_table
+from benchmark.core.errors import StoreError
+from benchmark.core.types import THREAT_FAMILIES, threat_label
 from benchmark.store import Store, add_store_option, open_store
-from benchmark.types import THREAT_FAMILIES
 from metrics.statistics import ADJUSTMENTS, adjust_p_values, paired_bootstrap, paired_mcnemar
 
 MetricKey = tuple[str, str, float | None, str, str, str]  # family, threat, param, feature, value, metric
@@ -163,12 +163,6 @@ class Comparison:
             "rows": [{**asdict(r), "label": r.label} for r in self.rows],
             "excluded": [asdict(e) for e in self.excluded],
         })
-
-
-def threat_label(family: str, threat: str, param: float | None) -> str:
-    if param is None or (isinstance(param, float) and math.isnan(param)):
-        return threat
-    return f"{threat} eps={param:g}" if family == "attack" else f"{threat} {param:g}"
 
 
 def parse_ref(ref: str) -> tuple[str, str]:

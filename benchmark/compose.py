@@ -14,7 +14,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.config import RunSpec
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from benchmark.schema import parse_run
 
 #: The installed configs: the ``conf`` package beside ``benchmark``, found by

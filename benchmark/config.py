@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.core.errors import ConfigError
 from benchmark.data import DataSpec, list_loaders
-from benchmark.errors import ConfigError
 
 #: Prefixes a ``_target_`` may start with: a config file is not a way to run
 #: arbitrary code.

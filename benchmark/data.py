@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.errors import DataError
-from benchmark.registry import Registry
-from benchmark.types import EvalSet
+from benchmark.core.errors import DataError
+from benchmark.core.registry import Registry
+from benchmark.core.types import EvalSet
 
 log = logging.getLogger(__name__)
 

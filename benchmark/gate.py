@@ -28,10 +28,10 @@ from benchmark.compare import (
     markdown_table,
     parse_ref,
     select_sides,
-    threat_label,
 )
 from benchmark.compose import conf_dir
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
+from benchmark.core.types import threat_label
 from benchmark.store import Store, add_store_option, open_store
 
 GATE_KEYS = ("baseline", "candidates", "alpha", "adjust", "rules")

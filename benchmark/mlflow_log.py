@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import DataError, StoreError, UserError
+from benchmark.core.errors import DataError, StoreError, UserError
 
 log = logging.getLogger(__name__)
 

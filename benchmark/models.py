@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from benchmark.config import ModelSpec, check_target, resolve_path
-from benchmark.errors import CheckpointError, ConfigError
-from benchmark.types import ModelUnderTest
+from benchmark.core.errors import CheckpointError, ConfigError
+from benchmark.core.types import ModelUnderTest
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from benchmark.core.types import threat_label  # noqa: E402
+
 DPI = 110
 #: Threat families whose ``param`` is a budget drawn on the x axis of a curve.
 CURVE_FAMILIES = ("attack",)
-PARAM_LABEL = {"attack": "eps", "corruption": "severity", "fault": "param"}
 
 
 @dataclass(frozen=True)
@@ -153,12 +154,6 @@ def corruption_heatmaps(df: pd.DataFrame, metric: str = "accuracy") -> list[Plot
     return [_plot("corruption-heatmap", f"Corruption x severity {metric}", caption, fig)]
 
 
-def _threat_label(family: str, threat: str, param: float | None) -> str:
-    if param is None or (isinstance(param, float) and math.isnan(param)):
-        return threat
-    return f"{threat} {PARAM_LABEL.get(family, 'param')}={param:g}"
-
-
 def group_disparity(df: pd.DataFrame, metric: str = "accuracy",
                     max_threats: int = 4) -> list[Plot]:
     """Per-group bars, one figure per group feature, one bar per version, one
@@ -202,7 +197,7 @@ def group_disparity(df: pd.DataFrame, metric: str = "accuracy",
             ax.set_xticks(range(len(groups)), labels, fontsize=8)
             ax.set_ylim(0, 1.05)
             ax.set_ylabel(metric)
-            ax.set_title(f"{_threat_label(family, threat, param)} - " + "; ".join(worst_notes),
+            ax.set_title(f"{threat_label(family, threat, param)} - " + "; ".join(worst_notes),
                          fontsize=9)
             ax.grid(axis="y", alpha=0.3)
         axes[-1][0].set_xlabel(feature)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmark.types import CheckResult, Measurement, Outcome
+from benchmark.core.types import CheckResult, Measurement, Outcome
 
 RECORD_FILE = "record.json"
 OUTCOMES_FILE = "outcomes.parquet"
@@ -176,7 +176,7 @@ def outcomes_frame(outcomes: list[Outcome]) -> pd.DataFrame:
             "pred": np.asarray(o.pred, dtype=np.int64),
             "correct": np.asarray(o.correct, dtype=bool),
         }
-        for k, v in o.extras.items():
+        for k, v in o.columns.items():
             cols[k] = np.asarray(v, dtype=np.float64)
         frames.append(pd.DataFrame(cols))
     if not frames:

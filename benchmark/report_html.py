@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.errors import DataError, StoreError, UserError
+from benchmark.core.errors import DataError, StoreError, UserError
+from benchmark.core.types import threat_label
 from benchmark.plots import Plot, all_plots
 
 #: ``benchmark.record.RECORD_FILE``, not imported from there: that module loads
@@ -36,7 +37,6 @@ MEASUREMENT_COLUMNS = ("run", "model", "version", "family", "threat", "param", "
                        "group_value", "metric", "value", "n", "ci_low", "ci_high", "definition")
 CHECK_COLUMNS = ("run", "series", "check", "status", "subject", "message", "evidence")
 FAMILY_ORDER = ("clean", "attack", "corruption", "fault")
-PARAM_NAME = {"attack": "eps", "corruption": "severity"}
 
 
 @dataclass(frozen=True)
@@ -243,12 +243,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{v:.{digits}f}"
-
-
-def threat_label(family: str, threat: str, param: float) -> str:
-    if math.isnan(param):
-        return threat
-    return f"{threat} {PARAM_NAME.get(family, 'param')}={param:g}"
 
 
 def _threat_sort_key(family: str, threat: str, param: float) -> tuple[int, str, float]:

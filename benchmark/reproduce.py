@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import CheckpointError, DataError, StoreError
+from benchmark.core.errors import CheckpointError, DataError, StoreError
 
 log = logging.getLogger(__name__)
 

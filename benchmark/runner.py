@@ -24,11 +24,11 @@ from attacks.art_adapter import ArtAdapter
 from attacks.budgets import run_attack
 from attacks.corruption_suite import suite_outcomes, suite_steps
 from benchmark.config import RunSpec
+from benchmark.core.errors import ConfigError
+from benchmark.core.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from benchmark.data import load_evalset
-from benchmark.errors import ConfigError
 from benchmark.models import load_model, predict_logits, resolve_device
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
-from benchmark.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from metrics.bias import bias_measurements
 from metrics.corruption import corruption_measurements
 from metrics.groups import check_groups
@@ -77,7 +77,7 @@ def clean_outcome(model: ModelUnderTest, data: EvalSet, batch_size: int) -> Outc
         threat=CLEAN,
         pred=pred,
         correct=pred == data.y.numpy(),
-        extras={"finite": finite.astype(np.float64)},
+        columns={"finite": finite.astype(np.float64)},
     )
 
 

@@ -25,7 +25,7 @@ from benchmark.config import (
     parse_data,
     parse_model,
 )
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from benchmark.sweep import parse_sweep
 from metrics.groups import parse_groups
 from metrics.reliability import parse_reliability

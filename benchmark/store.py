@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from benchmark.errors import StoreError
+from benchmark.core.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -747,7 +747,7 @@ def store_main(args: Sequence[str]) -> int:
     with open_store(ns.store, create=False) as s:
         if ns.action == "list":
             df = s.runs(model=ns.model, version=ns.version, sweep_id=ns.sweep)
-            from benchmark.report import format_table
+            from benchmark.console import format_table
 
             rows = [[r.run_id, r.name, str(r.data_name), str(r.data_fingerprint)[:12],
                      str(r.models), str(r.sweep_id or ""), r.status] for r in df.itertuples()]

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def summary_rows(jobs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_summary(sweep_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
-    from benchmark.report import format_table
+    from benchmark.console import format_table
 
     table = format_table(
         ["job", "status", "run", "model", "clean", "worst attack", "at", "overrides"],

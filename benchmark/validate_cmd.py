@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from benchmark.config import RunSpec
-from benchmark.errors import DataError, UserError
-from benchmark.types import CheckResult, ModelUnderTest
+from benchmark.core.errors import DataError, UserError
+from benchmark.core.types import CheckResult, ModelUnderTest
 from metrics.validation import ValidationPolicy
 
 EPILOG = """\
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_text() -> str:
-    from benchmark.report import format_table
+    from benchmark.console import format_table
     from metrics.checks import get_check, list_checks
 
     rows = []
@@ -139,7 +139,8 @@ def _load(overrides: list[str], need_models: bool
 
 
 def _print_results(results: Sequence[CheckResult], failures_only: bool) -> str:
-    from metrics.validation import checks_detail, status_of
+    from benchmark.console import checks_detail
+    from metrics.validation import status_of
 
     status = status_of(results)
     if results:

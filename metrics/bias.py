@@ -1,6 +1,6 @@
 """Performance bias of a run: the orchestration over the group metrics
 (``metrics.groups``), robustness disparity (``metrics.disparity``) and slice
-discovery (``metrics.slices``), plus the console summary of the worst group.
+discovery (``metrics.slices``).
 
 It sits above those three; ``metrics.groups`` imports none of them.
 """
@@ -11,8 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from benchmark.report import format_table
-from benchmark.types import THREAT_FAMILIES, EvalSet, Measurement, Outcome
+from benchmark.core.types import EvalSet, Measurement, Outcome
 from metrics.disparity import disparity_measurements
 from metrics.groups import GroupsSpec, group_measurements, sensitive_features
 from metrics.properties import compute_properties, list_properties
@@ -46,31 +45,3 @@ def bias_measurements(spec: GroupsSpec | None, data: EvalSet, outcomes: Sequence
 # ---------------------------------------------------------------- console
 
 
-def worst_group_table(measurements: Sequence[Measurement]) -> str:
-    """Per threat (rows) and version (columns): the lowest group accuracy over
-    every group feature, as ``accuracy feature=value``; empty without groups."""
-    best: dict[tuple[int, str, float], dict[str, Measurement]] = {}
-    versions: list[str] = []
-    for m in measurements:
-        if m.metric != "accuracy_worst_group":
-            continue
-        key = f"{m.model}@{m.version}"
-        if key not in versions:
-            versions.append(key)
-        fam = THREAT_FAMILIES.index(m.family) if m.family in THREAT_FAMILIES else 99
-        row = best.setdefault((fam, m.threat, -1.0 if m.param is None else float(m.param)), {})
-        if key not in row or m.value < row[key].value:
-            row[key] = m
-    if not best:
-        return ""
-    rows = []
-    for (fam, threat, param), by_version in sorted(best.items()):
-        eps = "eps=" if fam == THREAT_FAMILIES.index("attack") else ""
-        label = threat if param < 0 else f"{threat} {eps}{param:g}"
-        cells = [label]
-        for v in versions:
-            w = by_version.get(v)
-            cells.append(f"{w.value:.3f} {w.group_feature}={w.group_value}" if w else "-")
-        rows.append(cells)
-    return "worst group per threat\n" + format_table(["threat", *versions], rows,
-                                                     "l" * (1 + len(versions)))

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from benchmark.errors import ConfigError
-from benchmark.registry import Registry
-from benchmark.types import CheckResult
+from benchmark.core.errors import ConfigError
+from benchmark.core.registry import Registry
+from benchmark.core.types import CheckResult
 
 CheckKind = Literal["data", "model"]
 CHECK_KINDS: tuple[str, ...] = ("data", "model")

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from attacks.corruptions import COMMON_CORRUPTIONS
-from benchmark.types import Measurement, Outcome
+from benchmark.core.types import Measurement, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -129,28 +129,3 @@ def corruption_measurements(outcomes: Iterable[Outcome], baseline: str | None) -
     return out
 
 
-def corruption_table(measurements: Iterable[Measurement]) -> str:
-    """Per-corruption accuracy, CE and the mCE summary, versions side by side."""
-    from benchmark.report import format_table
-
-    ms = [m for m in measurements if m.family == "corruption" and m.param is None
-          and not m.group_feature]
-    if not ms:
-        return ""
-    versions = list(dict.fromkeys(f"{m.model}@{m.version}" for m in ms))
-    metrics = ("accuracy_mean", "ce", "relative_ce", "mean_error", "mce", "relative_mce")
-    cells: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    for m in ms:
-        cells[(m.threat, m.metric)][f"{m.model}@{m.version}"] = m.value
-    rows = []
-    for (threat, metric), by_v in sorted(
-        cells.items(), key=lambda kv: (kv[0][0] == SUMMARY_THREAT, kv[0][0],
-                                       metrics.index(kv[0][1]) if kv[0][1] in metrics else 99)
-    ):
-        rows.append([threat, metric] + [
-            "-" if v not in by_v or math.isnan(by_v[v]) else f"{by_v[v]:.3f}" for v in versions
-        ])
-    baseline = next((m.definition.split("baseline ")[-1] for m in ms if m.metric == "mce"), None)
-    note = f"\nCE and mCE normalised by {baseline}" if baseline else ""
-    return format_table(["corruption", "metric", *versions], rows, align="ll" + "r" *
-                        len(versions)) + note

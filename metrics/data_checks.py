@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.types import CheckResult, EvalSet
+from benchmark.core.types import CheckResult, EvalSet
 from metrics.checks_registry import register_check
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from benchmark.types import Measurement, Outcome
+from benchmark.core.types import Measurement, Outcome
 from metrics.robustness import wilson_interval
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def _distance_outcomes(outcomes: Sequence[Outcome]) -> list[tuple[Outcome, str, 
     last: dict[tuple[str, str, str], Outcome] = {}
     budgets: dict[tuple[str, str, str], list[float]] = {}
     for o in outcomes:
-        if not any(k in o.extras for k in DISTANCE_KEYS):
+        if not any(k in o.columns for k in DISTANCE_KEYS):
             continue
         key = (o.model, o.version, o.threat.name)
         p = -math.inf if o.threat.param is None else o.threat.param
@@ -174,7 +174,7 @@ def _distance_outcomes(outcomes: Sequence[Outcome]) -> list[tuple[Outcome, str, 
             budgets.setdefault(key, []).append(float(o.threat.param))
     out = []
     for key, o in last.items():
-        dkey = next(k for k in DISTANCE_KEYS if k in o.extras)
+        dkey = next(k for k in DISTANCE_KEYS if k in o.columns)
         out.append((o, dkey, sorted(set(budgets.get(key, [])))))
     return out
 
@@ -189,8 +189,8 @@ def distance_measurements(outcomes: Sequence[Outcome], columns: dict[str, pd.Ser
     rows: list[Measurement] = []
     for o, key, budgets in _distance_outcomes(outcomes):
         base = clean.get((o.model, o.version))
-        cc = np.asarray(base.correct if base is not None else o.extras[key] > 0, dtype=bool)
-        dist = np.asarray(o.extras[key], dtype=np.float64)
+        cc = np.asarray(base.correct if base is not None else o.columns[key] > 0, dtype=bool)
+        dist = np.asarray(o.columns[key], dtype=np.float64)
         cc = cc & ~np.isnan(dist)
         finite = dist[cc & np.isfinite(dist)]
         use_taus = list(taus) if taus else budgets or (

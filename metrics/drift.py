@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.types import CheckResult, ModelUnderTest
+from benchmark.core.types import CheckResult, ModelUnderTest
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import ConfigError, DataError
-from benchmark.registry import Registry
-from benchmark.types import EvalSet, Measurement, Outcome
+from benchmark.core.errors import ConfigError, DataError
+from benchmark.core.registry import Registry
+from benchmark.core.types import EvalSet, Measurement, Outcome
 from metrics.properties import compute_properties, list_properties
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.types import CheckResult, ModelUnderTest
+from benchmark.core.types import CheckResult, ModelUnderTest
 from metrics.checks_registry import register_check
 
 log = logging.getLogger(__name__)

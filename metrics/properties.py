@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from benchmark.errors import ConfigError
-from benchmark.registry import Registry
-from benchmark.types import CheckResult, EvalSet, ModelUnderTest, Outcome
+from benchmark.core.errors import ConfigError
+from benchmark.core.registry import Registry
+from benchmark.core.types import CheckResult, EvalSet, ModelUnderTest, Outcome
 
 if TYPE_CHECKING:
     from attacks.art_adapter import ArtAdapter
@@ -187,7 +187,7 @@ def monotone_flag(name: str, outs: Sequence[Outcome], subject: str,
                        subject, **ev)
     if sub is not None and hit_top is not None and len(sub):
         top = float(outs[-1].threat.param or 0.0)
-        eps_broken = outs[-1].extras["eps_broken"][sub]
+        eps_broken = outs[-1].columns["eps_broken"][sub]
         lost = np.flatnonzero((eps_broken < top) & ~hit_top)
         ev.update(n_checked=len(sub), survive_larger_eps=len(lost),
                   points=sub[lost][:10].tolist())
@@ -229,13 +229,13 @@ def weaker_attack_flag(outcomes: Sequence[Outcome], subject: str) -> CheckResult
                                   "first": wins[:10].tolist()})
     for o in outcomes:
         member_kinds = o.threat.params.get("member_kinds")
-        if o.threat.family != "attack" or not member_kinds or "broken_by" not in o.extras:
+        if o.threat.family != "attack" or not member_kinds or "broken_by" not in o.columns:
             continue
         checked += 1
         first_white = next((i for i, k in enumerate(member_kinds) if k != "black-box"), None)
         late = [i for i, k in enumerate(member_kinds) if k == "black-box"
                 and first_white is not None and i > first_white]
-        n_black = int(np.isin(o.extras["broken_by"], late).sum())
+        n_black = int(np.isin(o.columns["broken_by"], late).sum())
         if n_black and n_black > ANOMALY_FRACTION * (int(o.correct.sum()) + n_black):
             found.append({"weaker": o.threat.name, "kind": "black-box member",
                           "eps": o.threat.param, "points": n_black})
@@ -302,7 +302,7 @@ def attack_flags(adapter: ArtAdapter, spec: AttackSpec, outs: Sequence[Outcome],
         hit, _ = _attack(adapter, spec, max_budget(spec.norm, model.input_shape), xs, ys, seed)
         results.append(unbounded_flag(spec.name, float(hit.mean()), len(sub), subject))
     elif spec.minimum_norm:
-        dist = outs[-1].extras["distance"][correct]
+        dist = outs[-1].columns["distance"][correct]
         results.append(unbounded_flag(spec.name, float(np.isfinite(dist).mean())
                                       if len(dist) else math.nan, len(dist), subject))
     max_iter = spec.kwargs.get("max_iter")

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from benchmark.types import Measurement, Outcome
+from benchmark.core.types import Measurement, Outcome
 
 ACCURACY_DEFINITION = (
     "fraction of samples classified correctly under the threat (for attacks: the per-point "

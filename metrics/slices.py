@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, hypergeom
 
-from benchmark.types import EvalSet, Measurement, Outcome
+from benchmark.core.types import EvalSet, Measurement, Outcome
 from metrics.groups import SliceSpec, apply_missing_policy, bin_values
 from metrics.properties import list_properties
 from metrics.robustness import wilson_interval

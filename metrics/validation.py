@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmark.errors import ConfigError, UserError
-from benchmark.types import CheckResult, EvalSet, ModelUnderTest
+from benchmark.core.errors import ConfigError, UserError
+from benchmark.core.types import CheckResult, EvalSet, ModelUnderTest
 from metrics.checks import get_check, list_checks
 
 if TYPE_CHECKING:
@@ -274,32 +274,6 @@ def status_of(results: Sequence[CheckResult]) -> str:
     """fail if any fails, else warn if any warns, else pass."""
     statuses = {r.status for r in results}
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
-
-
-def checks_table(results: Sequence[CheckResult]) -> str:
-    """One row per subject (data set, model version): counts and the checks
-    that did not pass."""
-    from benchmark.report import format_table
-
-    subjects: dict[str, list[CheckResult]] = {}
-    for r in results:
-        subjects.setdefault(r.subject, []).append(r)
-    rows = []
-    for subject, rs in subjects.items():
-        counts = {s: sum(r.status == s for r in rs) for s in ("pass", "warn", "fail")}
-        flagged = ", ".join(f"{r.check} ({r.status})" for r in rs if r.status != "pass")
-        rows.append([subject, str(counts["pass"]), str(counts["warn"]), str(counts["fail"]),
-                     flagged or "-"])
-    return format_table(["checked", "pass", "warn", "fail", "not passed"], rows, align="lrrrl")
-
-
-def checks_detail(results: Sequence[CheckResult], all_checks: bool = True) -> str:
-    """One row per check: subject, check, status, message."""
-    from benchmark.report import format_table
-
-    rows = [[r.subject, r.check, r.status.upper() if r.status != "pass" else r.status, r.message]
-            for r in results if all_checks or r.status != "pass"]
-    return format_table(["checked", "check", "status", "message"], rows, align="llll")
 
 
 def evidence_summary(results: Sequence[CheckResult]) -> dict[str, Any]:

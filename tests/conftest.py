@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.types import EvalSet, ModelUnderTest
+from benchmark.core.types import EvalSet, ModelUnderTest
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from attacks.budgets import attack_points, predict, run_attack
 from attacks.targets import TARGET_RULES, get_target_rule, register_target_rule
 from benchmark.compose import compose, group_options, to_container
 from benchmark.config import AttackSpec, parse_attack
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 
 SHAPE = (1, 8, 8)
 
@@ -75,18 +75,18 @@ def _check_contract(spec: AttackSpec, data: Any, model: Any) -> None:
     assert all(b <= a for a, b in zip(acc, acc[1:], strict=False)), acc
     assert acc[0] <= clean_correct.mean()
     for o in outs:
-        assert set(o.extras) >= {"linf", "l2", "l0", "eps_broken", "success"}
-        broken = np.isfinite(o.extras["eps_broken"]) & clean_correct
-        assert (o.extras["eps_broken"][broken] <= o.threat.param).all()
+        assert set(o.columns) >= {"linf", "l2", "l0", "eps_broken", "success"}
+        broken = np.isfinite(o.columns["eps_broken"]) & clean_correct
+        assert (o.columns["eps_broken"][broken] <= o.threat.param).all()
         if spec.has_ball:  # the perturbation actually used stays within eps
-            size = o.extras["linf"] if math.isinf(spec.norm) else o.extras["l2"]
+            size = o.columns["linf"] if math.isinf(spec.norm) else o.columns["l2"]
             assert (size <= o.threat.param + 1e-5).all()
         # correctness comes from our own forward pass on the kept example
         assert ((o.pred == data.y.numpy()) == o.correct).all()
     again = _run(spec, data, model)
     for a, b in zip(outs, again, strict=True):
         np.testing.assert_array_equal(a.pred, b.pred)
-        np.testing.assert_allclose(a.extras["l2"], b.extras["l2"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.columns["l2"], b.columns["l2"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", [a for a in ATTACKS if a not in SLOW])
@@ -139,9 +139,9 @@ def test_targeted_attack_hits_its_target(rule: str, tiny: tuple[Any, Any]) -> No
     data, model = tiny
     spec = shipped_spec("pgd_l2", targeted=True, target=rule, max_iter=10)
     outs = _run(spec, data, model)
-    target = outs[-1].extras["target"].astype(int)
+    target = outs[-1].columns["target"].astype(int)
     assert (target != data.y.numpy()).all()
-    success = outs[-1].extras["success"].astype(bool)
+    success = outs[-1].columns["success"].astype(bool)
     clean_correct = predict(model, data.x, 16) == data.y.numpy()
     # success means the target class was hit by our forward pass
     assert (outs[-1].pred[success & clean_correct] == target[success & clean_correct]).all()
@@ -166,7 +166,7 @@ def test_minimum_norm_distance_and_thresholds(tiny: tuple[Any, Any]) -> None:
     data, model = tiny
     spec = shipped_spec("deepfool")
     outs = _run(spec, data, model)
-    dist = outs[0].extras["distance"]
+    dist = outs[0].columns["distance"]
     clean_correct = predict(model, data.x, 16) == data.y.numpy()
     assert (dist[~clean_correct] == 0).all()
     for o in outs:

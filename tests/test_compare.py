@@ -17,7 +17,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from benchmark.compare import compare, compare_main, higher_is_better, select_sides
-from benchmark.errors import StoreError
+from benchmark.core.errors import StoreError
 from benchmark.store import Store
 
 

@@ -21,10 +21,11 @@ from attacks.corruption_suite import (
     parse_corruption_suite,
     suite_steps,
 )
+from benchmark.console import corruption_table
+from benchmark.core.errors import ConfigError, DataError
+from benchmark.core.types import Outcome, Threat
 from benchmark.data import DataSpec, load_evalset
-from benchmark.errors import ConfigError, DataError
-from benchmark.types import Outcome, Threat
-from metrics.corruption import SUMMARY_THREAT, corruption_measurements, corruption_table
+from metrics.corruption import SUMMARY_THREAT, corruption_measurements
 from tests.conftest import make_evalset, make_model, tiny_overrides
 
 CORRUPTIONS = ["gaussian_noise", "contrast", "speckle_noise"]  # two common, one extra
@@ -154,8 +155,8 @@ def test_corruption_outcomes_are_per_sample_and_batch_independent() -> None:
     for x, y in zip(a, b, strict=True):
         assert x.threat.family == "corruption" and len(x.pred) == 24
         assert np.array_equal(x.pred, y.pred)
-        np.testing.assert_allclose(x.extras["l2"], y.extras["l2"], rtol=1e-5)
-        assert (x.extras["finite"] == 1).all()
+        np.testing.assert_allclose(x.columns["l2"], y.columns["l2"], rtol=1e-5)
+        assert (x.columns["finite"] == 1).all()
     # the contrast outcome is the model's prediction on the published formula
     means = data.x.mean(dim=(2, 3), keepdim=True)
     expected = model.module((data.x - means) * 0.15 + means).argmax(1).numpy()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.core.errors import DataError
 from benchmark.data import DataSpec, list_loaders, load_evalset, stratified_subset
-from benchmark.errors import DataError
 
 
 def spec(loader: str, **kw) -> DataSpec:

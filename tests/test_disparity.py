@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import make_evalset, make_model
 
-from benchmark.types import Outcome, Threat
+from benchmark.core.types import Outcome, Threat
 from metrics import disparity as D
 
 
@@ -101,7 +101,7 @@ def test_distance_measurements_use_budgets_as_tau_and_agree_with_accuracy() -> N
     q50 = [r for r in rows if r.metric == "distance_q50"]
     for r in q50:
         m = (col.to_numpy() == r.group_value) & outs[0].correct
-        d = outs[-1].extras["eps_broken"][m]
+        d = outs[-1].columns["eps_broken"][m]
         assert r.value == np.quantile(d, 0.5, method="inverted_cdf")
 
 
@@ -110,11 +110,11 @@ def test_minimum_norm_distance_without_budgets_uses_the_median() -> None:
     outs[-1].threat = Threat("attack", "deepfool", None)
     col = pd.Series(np.where(np.arange(len(y)) % 2 == 0, "even", "odd"), dtype=object)
     rows = D.distance_measurements(outs, {"parity": col})
-    d = outs[-1].extras["distance"][outs[0].correct]
+    d = outs[-1].columns["distance"][outs[0].correct]
     (tau,) = {r.param for r in rows if r.metric == "robustness_bias"}
     assert tau == pytest.approx(np.median(d))
     biases = {r.group_value: r.value for r in rows if r.metric == "robustness_bias"}
-    table = D.robustness_bias(outs[-1].extras["distance"], outs[0].correct, col, tau)
+    table = D.robustness_bias(outs[-1].columns["distance"], outs[0].correct, col, tau)
     assert biases == pytest.approx(dict(zip(table.group, table.bias, strict=True)))
     fixed = D.distance_measurements(outs, {"parity": col}, taus=[0.05, 0.5])
     assert {r.param for r in fixed if r.metric == "robustness_bias"} == {0.05, 0.5}

@@ -17,7 +17,7 @@ from attacks.faults import (
     list_faults,
     register_fault,
 )
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from benchmark.models import Normalized
 from tests.conftest import make_evalset, make_model
 
@@ -184,8 +184,8 @@ def test_fault_outcomes_flag_non_finite_outputs() -> None:
     assert len(steps) == 3
     nan = outs["nan_values"]
     assert nan.threat.family == "fault" and nan.threat.param is None
-    assert (nan.extras["finite"] == 0).all() and not nan.correct.any()
-    assert (outs["float16"].extras["finite"] == 1).all()
+    assert (nan.columns["finite"] == 0).all() and not nan.correct.any()
+    assert (outs["float16"].columns["finite"] == 1).all()
     clean_pred = model.module(data.x).argmax(1).numpy()
     assert np.array_equal(outs["float16"].pred, clean_pred)
     again = {o.threat.name: o for o in fault_outcomes(suite, model, data, 30, seed=0)}

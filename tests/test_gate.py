@@ -13,7 +13,7 @@ import yaml
 from test_compare import make_run
 
 from benchmark.cli import main
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from benchmark.gate import gate_main, load_rules, parse_rules
 from benchmark.store import Store
 

@@ -20,9 +20,10 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import accuracy_score
 
-from benchmark.errors import ConfigError, DataError
+from benchmark.console import worst_group_table
+from benchmark.core.errors import ConfigError, DataError
+from benchmark.core.types import EvalSet, Measurement, Outcome, Threat
 from benchmark.record import RECORD_FILE
-from benchmark.types import EvalSet, Measurement, Outcome, Threat
 from metrics import bias as B
 from metrics import groups as G
 from metrics.properties import compute_properties
@@ -287,10 +288,10 @@ def test_worst_group_table_picks_lowest_over_features() -> None:
                            metric="accuracy_worst_group", value=v, n=10, group_feature=feature,
                            group_value=value)
 
-    table = B.worst_group_table([m("v1", "class", "3", 0.4), m("v1", "bright", "Q4", 0.2),
+    table = worst_group_table([m("v1", "class", "3", 0.4), m("v1", "bright", "Q4", 0.2),
                                  m("v2", "class", "1", 0.7)])
     assert "0.200 bright=Q4" in table and "0.700 class=1" in table and "pgd eps=0.1" in table
-    assert B.worst_group_table([]) == ""
+    assert worst_group_table([]) == ""
 
 
 def test_bias_measurements_of_none_is_empty() -> None:

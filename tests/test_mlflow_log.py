@@ -13,7 +13,7 @@ import pytest
 from test_report import CLASSES, N, write_run
 
 from benchmark.cli import main
-from benchmark.errors import DataError
+from benchmark.core.errors import DataError
 from benchmark.mlflow_log import NOT_INSTALLED, flatten_metrics, metric_key
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from benchmark.config import ModelSpec
-from benchmark.errors import CheckpointError, ConfigError
+from benchmark.core.errors import CheckpointError, ConfigError
 from benchmark.models import Normalized, load_model, predict_logits, resolve_device
 from benchmark.nets import TinyMLP
 

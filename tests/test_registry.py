@@ -7,9 +7,9 @@ import pytest
 from attacks.corruptions import CORRUPTIONS
 from attacks.faults import FAULTS
 from attacks.targets import TARGET_RULES
+from benchmark.core.errors import ConfigError, DataError
+from benchmark.core.registry import Registry
 from benchmark.data import LOADERS
-from benchmark.errors import ConfigError, DataError
-from benchmark.registry import Registry
 from metrics.checks import list_checks
 from metrics.checks_registry import _CHECKS
 from metrics.groups import FEATURE_KINDS

@@ -13,8 +13,8 @@ from torch import nn
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import independent_outcome, predict, run_attack
 from benchmark.config import AttackSpec, parse_attack
-from benchmark.errors import ConfigError
-from benchmark.types import EvalSet, ModelUnderTest
+from benchmark.core.errors import ConfigError
+from benchmark.core.types import EvalSet, ModelUnderTest
 from metrics.reliability import (
     attack_flags,
     gradient_flag,

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from benchmark.cli import main
+from benchmark.core.types import CheckResult, Measurement, Outcome, Threat
 from benchmark.record import RunRecord, write_record
 from benchmark.report_html import build_report, load_runs
-from benchmark.types import CheckResult, Measurement, Outcome, Threat
 from metrics.robustness import accuracy_measurements
 
 N = 60

@@ -13,8 +13,8 @@ from scipy.stats import fisher_exact
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
+from benchmark.core.types import EvalSet, Outcome, Threat
 from benchmark.runner import clean_outcome
-from benchmark.types import EvalSet, Outcome, Threat
 from metrics import slices as S
 from metrics.groups import SliceSpec
 from metrics.properties import compute_properties

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from benchmark import store as store_mod
-from benchmark.errors import StoreError
+from benchmark.core.errors import StoreError
 from benchmark.store import MIGRATIONS, SCHEMA_VERSION, Store, export, rebuild
 
 TESTS = Path(__file__).resolve().parent

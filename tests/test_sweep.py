@@ -14,7 +14,7 @@ import pytest
 from conftest import make_evalset, make_model, tiny_overrides
 
 from benchmark.compose import compose_spec
-from benchmark.errors import ConfigError
+from benchmark.core.errors import ConfigError
 from benchmark.runner import run_key
 from benchmark.sweep import (
     JOB_FILE,

@@ -14,14 +14,14 @@ import yaml
 from conftest import make_evalset, make_model, tiny_overrides, write_checkpoint
 
 from benchmark.compose import compose_spec, conf_dir
-from benchmark.errors import ConfigError
-from benchmark.types import CheckResult
+from benchmark.console import checks_table
+from benchmark.core.errors import ConfigError
+from benchmark.core.types import CheckResult
 from metrics.checks import get_check, list_checks, register_check
 from metrics.data_checks import DataContext, channel_means_stds, close_pairs, robust_z
 from metrics.validation import (
     ValidationFailed,
     ValidationPolicy,
-    checks_table,
     parse_validation,
     run_data_checks,
     run_pre_checks,

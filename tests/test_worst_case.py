@@ -14,7 +14,7 @@ from conftest import make_evalset, make_model, train_tiny_mlp
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import independent_outcome, predict, run_attack, worst_case
 from benchmark.config import AttackSpec, parse_attack
-from benchmark.types import Outcome, Threat
+from benchmark.core.types import Outcome, Threat
 
 SHAPE = (1, 8, 8)
 EPS = [0.1, 0.2, 0.3, 0.4]
@@ -76,7 +76,7 @@ def test_ensemble_equals_independent_worst_case(setup: Any) -> None:
         np.testing.assert_array_equal(out.correct, ref.correct)
         # every broken point names the member that broke it
         broken = ~out.correct & (clean == data.y.numpy())
-        assert np.isin(out.extras["broken_by"][broken], [0, 1]).all()
+        assert np.isin(out.columns["broken_by"][broken], [0, 1]).all()
     attacked_all = 2 * len(EPS) * int((clean == data.y.numpy()).sum())
     assert sum(adapter.sizes) < attacked_all
 

@@ -5,16 +5,25 @@ Plain dataclasses holding torch tensors and numpy arrays; never a DictConfig.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-ThreatFamily = Literal["clean", "attack", "corruption", "fault"]
 THREAT_FAMILIES: tuple[str, ...] = ("clean", "attack", "corruption", "fault")
+#: What a threat's one number is called, by family (``pgd_linf eps=0.3``).
+PARAM_LABEL: dict[str, str] = {"attack": "eps", "corruption": "severity", "fault": "param"}
+
+
+def threat_label(family: str, threat: str, param: float | None) -> str:
+    """The one way a threat is named in tables, plots and comparisons:
+    ``clean``, ``pgd_linf eps=0.3``, ``fog severity=3``."""
+    if param is None or (isinstance(param, float) and math.isnan(param)):
+        return threat
+    return f"{threat} {PARAM_LABEL.get(family, 'param')}={param:g}"
 
 
 @dataclass
@@ -87,9 +96,6 @@ class ModelUnderTest:
         return f"{self.name}@{self.version}"
 
 
-PerturbFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
 @dataclass
 class Threat:
     """One perturbation of the inputs: clean, an attack at one budget, a
@@ -106,6 +112,7 @@ class Threat:
 
     @property
     def label(self) -> str:
+        """Compact key ``name@param`` (``pgd_linf@0.3``); tables use ``threat_label``."""
         if self.param is None:
             return self.name
         return f"{self.name}@{self.param:g}"
@@ -116,7 +123,7 @@ class Outcome:
     """Per-sample results of one model version under one threat.
 
     ``pred`` and ``correct`` are aligned with the EvalSet's samples.
-    ``extras`` holds what the threat adds, each an array of the same length
+    ``columns`` holds what the threat adds, each an array of the same length
     (for example ``linf``, ``l2``, ``l0``, ``distance``, ``queries``,
     ``finite``), with NaN where a value does not apply.
     """
@@ -126,7 +133,7 @@ class Outcome:
     threat: Threat
     pred: np.ndarray
     correct: np.ndarray
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.pred)
@@ -134,7 +141,7 @@ class Outcome:
             raise ValueError(
                 f"Expected `correct` to have {n} entries like `pred`, but got {len(self.correct)}."
             )
-        for key, arr in self.extras.items():
+        for key, arr in self.columns.items():
             if len(arr) != n:
                 raise ValueError(
                     f"Expected extra `{key}` to have {n} entries, but got {len(arr)}."
@@ -186,9 +193,6 @@ class Measurement:
             "ci_high": self.ci_high,
             "definition": self.definition,
         }
-
-
-CheckStatus = Literal["pass", "warn", "fail"]
 
 
 @dataclass
