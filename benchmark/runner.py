@@ -30,10 +30,10 @@ from benchmark.core.types import CheckResult, EvalSet, Measurement, ModelUnderTe
 from benchmark.data import load_evalset
 from benchmark.models import load_model, resolve_device
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
+from benchmark.reliability_run import flags_after_threats, flags_before_threats
 from metrics.bias import bias_measurements
 from metrics.corruption import corruption_measurements
 from metrics.groups import check_groups
-from metrics.reliability import flags_after_threats, flags_before_threats
 from metrics.robustness import accuracy_measurements
 from metrics.validation import run_pre_checks
 
