@@ -35,8 +35,8 @@ from attacks.art_adapter import (
 )
 from attacks.targets import get_target_rule
 from benchmark.config import AttackSpec
+from benchmark.core.forward import forward_logits, predict
 from benchmark.core.types import ModelUnderTest, Outcome, Threat
-from benchmark.models import predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ def lp_distance(x_adv: torch.Tensor, x: torch.Tensor, norm: float) -> np.ndarray
     """Per-sample Lp distance (L2 when the threat has no Lp ball)."""
     p = 2.0 if math.isnan(norm) else norm
     return (x_adv - x).flatten(1).norm(p=p, dim=1).cpu().numpy().astype(np.float64)
-
-
-@torch.no_grad()
-def predict(model: ModelUnderTest, x: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Predicted classes of ``x`` (any device) by our own forward pass."""
-    out = [model.module(x[i : i + batch_size].to(model.device)).argmax(1).cpu()
-           for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -153,7 +145,7 @@ def choose_targets(adapter: ArtAdapter, spec: AttackSpec, x: torch.Tensor, y: to
     if not spec.targeted:
         return None
     model = adapter.model
-    logits = predict_logits(model, x, adapter.batch_size)
+    logits = forward_logits(model, x, adapter.batch_size)
     gen = np.random.default_rng(derive_seed(seed, model.key, spec.name, "target"))
     return get_target_rule(spec.target_rule or "random")(logits, y, gen).numpy()
 

@@ -17,10 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.corruption_params import PARAM_SETS, resolve_param_set
-from attacks.corruptions import SEVERITIES, corrupt, list_corruptions, sample_keys
+from attacks.corruptions import (
+    PARAM_SETS,
+    SEVERITIES,
+    corrupt,
+    list_corruptions,
+    resolve_param_set,
+    sample_keys,
+)
 from attacks.faults import fault_params, get_fault, list_faults
 from benchmark.core.errors import ConfigError
+from benchmark.core.forward import predict_finite
 from benchmark.core.types import EvalSet, ModelUnderTest, Outcome, Threat
 
 CORRUPTION_KEYS = ("name", "corruptions", "severities", "param_set", "baseline", "seed")
@@ -167,14 +174,6 @@ def suite_steps(extras: Mapping[str, Any]) -> int:
     return steps
 
 
-def _evaluate(model: ModelUnderTest, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and whether all logits were finite, for one batch."""
-    with torch.no_grad():
-        logits = model.module(x.to(model.device)).float()
-    finite = torch.isfinite(logits).all(1)
-    return logits.argmax(1).cpu().numpy(), finite.cpu().numpy()
-
-
 def _outcome(model: ModelUnderTest, threat: Threat, y: np.ndarray, preds: list[np.ndarray],
              finite: list[np.ndarray], dists: dict[str, list[np.ndarray]]) -> Outcome:
     pred = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
@@ -214,7 +213,7 @@ def corruption_outcomes(
                 clean = data.x[i : i + batch_size].to(model.device)
                 xc = corrupt(clean, name, sev, seed=s, keys=keys[i : i + batch_size],
                              param_set=resolved, batch_size=batch_size)
-                p, f = _evaluate(model, xc)
+                p, f = predict_finite(model, xc, batch_size)
                 preds.append(p)
                 finite.append(f)
                 for k, v in _distances(xc, clean).items():
@@ -261,7 +260,7 @@ def fault_outcomes(
         for i in range(0, len(y), batch_size):
             xb = data.x[i : i + batch_size].to(model.device)
             extra = {"keys": keys[i : i + batch_size]} if "keys" in accepted else {}
-            p, f = _evaluate(model, fn(xb, **params, **extra))
+            p, f = predict_finite(model, fn(xb, **params, **extra), batch_size)
             preds.append(p)
             finite.append(f)
         threat = Threat(family="fault", name=fault.name, param=None,

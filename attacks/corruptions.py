@@ -6,8 +6,11 @@ NCHW batch in [0, 1] (1 or 3 channels) on any device; it returns a batch of
 the same shape, dtype and device, in [0, 1]. The 15 common corruptions of
 CIFAR-10-C / ImageNet-C and the 4 extras (speckle_noise, gaussian_blur,
 spatter, saturate) follow the published formulas and severity tables
-(``attacks/corruption_params.py``): the CIFAR set for small images, the
-ImageNet set for large ones (``param_set="auto"``), unless configured.
+(registered with each function: the CIFAR set for small images, the
+ImageNet set for large ones, ``param_set="auto"``, unless configured).
+Adding a corruption is one registered function and its two tables here;
+the image operations live in ``attacks/image_ops.py``, the per-sample
+random streams in ``attacks/rng.py``.
 
 Randomness is per sample. ``generator`` is either a ``SampleRNG`` (one seeded
 stream per sample, so a sample's corruption depends only on its own seed, not
@@ -45,24 +48,45 @@ documented substitute:
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attacks.corruption_params import resolve_param_set, severity_params
+from attacks.image_ops import (
+    bilinear_sample,
+    box_matrix,
+    clipped_zoom,
+    correlate,
+    disk_kernel,
+    equalize_hist,
+    gaussian_filter,
+    max3x3,
+    motion_blur_batch,
+    next_pow2,
+    pad,
+    per_image_max,
+    plasma_fractal,
+    to_luma,
+)
+from attacks.rng import SampleRNG, sample_keys, sample_seeds
 from benchmark.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
+
+__all__ = [
+    "CATEGORIES", "COMMON_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "IMAGENET_MIN_SIDE",
+    "PARAM_SETS", "PARAM_TABLES", "SEVERITIES", "CorruptionInfo", "SampleRNG", "corrupt",
+    "corruption_info", "frost_texture", "get_corruption", "list_corruptions", "param_table",
+    "register_corruption", "resolve_param_set", "sample_keys", "sample_seeds", "severity_params",
+]
 
 #: The 15 corruptions of CIFAR-10-C / ImageNet-C, in the published order; mCE
 #: averages over these.
@@ -76,381 +100,64 @@ EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter
 CATEGORIES: tuple[str, ...] = ("noise", "blur", "weather", "digital")
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
-_LUMA = (0.299, 0.587, 0.114)
+
+# ------------------------------------------------------------- parameter sets
+# Two published tables per corruption, one per image scale (Hendrycks &
+# Dietterich, 2019): ``cifar`` for small images (32x32, used for MNIST-sized
+# inputs too) and ``imagenet`` for large ones (224x224), each with the five
+# severity settings, severity 1 first; the meaning of each tuple is written
+# next to its corruption. Parameters given in pixels by the reference are kept
+# in pixels; the few that the reference ties to the image size (elastic
+# transform, pixelate, the fog fractal) are fractions of the size, scaled at
+# run time.
+
+#: Parameter sets by name; ``auto`` picks one from the image size.
+PARAM_SETS: tuple[str, ...] = ("auto", "cifar", "imagenet")
+#: The tables every corruption registers (``PARAM_SETS`` less ``auto``).
+PARAM_TABLES: tuple[str, ...] = ("cifar", "imagenet")
+
+#: ``auto`` uses the ImageNet set when the smaller image side is at least this.
+IMAGENET_MIN_SIDE = 128
 
 
-# ---------------------------------------------------------------- randomness
-# A counter-based generator: every random word is a hash of (sample seed,
-# draw number, element index), computed for the whole batch at once with
-# int64 tensor ops. The hash is splitmix64 (Steele, Lea & Flood, 2014): a
-# sample's words for draw k are the outputs of a splitmix64 stream whose
-# state starts at a splitmix64 output of its seed, so no per-sample generator
-# object and no Python loop over samples is needed, on any device.
-
-_WORD = (1 << 64) - 1
-_M24 = (1 << 24) - 1
-_M32 = (1 << 32) - 1
-_M53 = (1 << 53) - 1
+def resolve_param_set(param_set: str, height: int, width: int) -> str:
+    """``cifar`` or ``imagenet``: ``auto`` picks by the smaller image side."""
+    if param_set not in PARAM_SETS:
+        raise ValueError(
+            f"Expected `param_set` to be one of {', '.join(PARAM_SETS)}, but got {param_set!r}."
+        )
+    if param_set != "auto":
+        return param_set
+    return "imagenet" if min(height, width) >= IMAGENET_MIN_SIDE else "cifar"
 
 
-def _i64(v: int) -> int:
-    """A Python integer as the int64 with the same low 64 bits."""
-    v &= _WORD
-    return v - (1 << 64) if v >> 63 else v
+def _zooms(start: float, stop: float, step: float) -> tuple[float, ...]:
+    """The reference's ``np.arange(start, stop, step)`` zoom factors."""
+    return tuple(float(z) for z in np.arange(start, stop, step))
 
 
-_GAMMA = _i64(0x9E3779B97F4A7C15)
-_MUL1 = _i64(0xBF58476D1CE4E5B9)
-_MUL2 = _i64(0x94D049BB133111EB)
-#: Poisson rates up to this use cached CDF tables, larger ones PTRS.
-_TABLE_MAX_RATE = 512.0
-#: Elements per piece of the table sampler: its temporaries stay in cache
-#: and are reused by the allocator instead of being mapped afresh.
-_CHUNK = 1 << 15
-
-
-def _mix64(z: Tensor) -> Tensor:
-    """splitmix64's finaliser, in place on an int64 tensor: wrapping products
-    and logical right shifts (arithmetic shift, then the sign bits masked)."""
-    t = torch.empty_like(z)
-    for shift, mul in ((30, _MUL1), (27, _MUL2), (31, 0)):
-        torch.bitwise_right_shift(z, shift, out=t)
-        t.bitwise_and_((1 << (64 - shift)) - 1)
-        z.bitwise_xor_(t)
-        if mul:
-            z.mul_(mul)
-    return z
-
-
-@functools.lru_cache(maxsize=64)
-def _offsets(count: int, device: torch.device) -> Tensor:
-    """``(j + 1) * gamma`` for the element indices ``j < count`` (wrapping)."""
-    return torch.arange(1, count + 1, dtype=torch.int64, device=device).mul_(_GAMMA)
-
-
-def _unit53(w: Tensor) -> Tensor:
-    """float64 uniforms in [0, 1) from the top 53 bits of each word."""
-    return torch.bitwise_right_shift(w, 11).bitwise_and_(_M53).double().mul_(2.0**-53)
-
-
-class SampleRNG:
-    """Independent seeded random streams, one per sample of a batch.
-
-    Every draw returns a tensor of shape ``(n, *shape)`` whose row ``i``
-    depends only on sample ``i``'s seed and on how many draws came before
-    (the same for every sample of a batch), never on the other samples: a
-    sample's noise is the same in any batch, at any position. All draws are
-    computed for the whole batch at once by a counter-based hash.
-    """
-
-    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
-        self.seeds = [int(s) for s in seeds]
-        self.device = torch.device(device)
-        self._draws = 0
-        self._keys: Tensor | None = None
-
-    @classmethod
-    def from_generator(cls, generator: torch.Generator, n: int,
-                       device: torch.device | str = "cpu") -> SampleRNG:
-        """Per-sample seeds drawn from one generator (depends on the batch)."""
-        seeds = torch.randint(0, 2**62, (n,), generator=generator, device=generator.device)
-        return cls(seeds.tolist(), device)
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-    def _next_base(self) -> Tensor:
-        """Each sample's stream state for the next draw, shape (n,)."""
-        if self._keys is None:
-            seeds = torch.tensor([_i64(s) for s in self.seeds], dtype=torch.int64)
-            self._keys = _mix64(seeds.to(self.device))
-        self._draws += 1
-        return _mix64(self._keys + _i64(self._draws * _GAMMA))
-
-    @staticmethod
-    def _substream(base: Tensor, sub: int) -> Tensor:
-        """A further independent state per sample, derived from a draw's state."""
-        return _mix64(base + _i64(sub * _MUL1))
-
-    def _words(self, count: int, base: Tensor | None = None) -> Tensor:
-        """(n, count) pseudo-random 64-bit words (as int64): word ``j`` of
-        sample ``i`` is ``mix64(base_i + (j + 1) * gamma)``."""
-        base = self._next_base() if base is None else base
-        return _mix64(base.view(-1, 1) + _offsets(count, self.device).view(1, -1))
-
-    def _pairs(self, shape: tuple[int, ...], first: Tensor, second: Tensor) -> Tensor:
-        """Lay two (n, h) halves out as (n, *shape): two values per word."""
-        n, h = first.shape
-        m = math.prod(shape)
-        out = torch.empty((n, 2 * h), dtype=first.dtype, device=first.device)
-        out[:, :h] = first
-        out[:, h:] = second
-        return out[:, :m].reshape(n, *shape)
-
-    def rand(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Uniforms in [0, 1): 53 bits for float64, 24 bits (like ``torch.rand``) otherwise."""
-        m = math.prod(shape)
-        if dtype == torch.float64:
-            return _unit53(self._words(m)).view(-1, *shape)
-        w = self._words((m + 1) // 2)
-        hi = torch.bitwise_right_shift(w, 40).bitwise_and_(_M24).float()
-        lo = w.bitwise_and(_M24).float()
-        return self._pairs(shape, hi, lo).mul_(2.0**-24).to(dtype)
-
-    def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Standard normals by Box-Muller, both outputs of each pair used."""
-        m = math.prod(shape)
-        h = (m + 1) // 2
-        if dtype == torch.float64:
-            w = self._words(2 * h)
-            u1 = 1.0 - _unit53(w[:, :h])  # (0, 1]
-            u2 = _unit53(w[:, h:])
-        else:
-            w = self._words(h)
-            u1 = w.bitwise_and(_M32).float().add_(0.5).mul_(2.0**-32)  # (0, 1]
-            u2 = torch.bitwise_right_shift(w, 40).bitwise_and_(_M24).float().mul_(2.0**-24)
-        r = u1.log_().mul_(-2.0).sqrt_()
-        theta = u2.mul_(2 * math.pi)
-        return self._pairs(shape, r * theta.cos(), r.mul_(theta.sin_())).to(dtype)
-
-    def uniform(self, low: float, high: float, *shape: int,
-                dtype: torch.dtype = torch.float32) -> Tensor:
-        return low + (high - low) * self.rand(*shape, dtype=dtype)
-
-    def normal(self, mean: float, std: float, *shape: int) -> Tensor:
-        return mean + std * self.randn(*shape)
-
-    def randint(self, low: int, high: int, *shape: int) -> Tensor:
-        """Integers in ``[low, high)`` like ``np.random.randint``: two per
-        word, each 32 bits scaled to the range (Lemire's multiply-shift)."""
-        span = high - low
-        if not 0 < span <= 2**31:
-            raise ValueError(
-                f"Expected `high - low` in 1..2**31, but got {low}..{high}."
-            )
-        m = math.prod(shape)
-        w = self._words((m + 1) // 2)
-        hi = torch.bitwise_right_shift(w, 32).bitwise_and_(_M32)
-        lo = w.bitwise_and_(_M32)
-        out = self._pairs(shape, hi, lo).mul_(span)
-        return torch.bitwise_right_shift(out, 32).add_(low)
-
-    def poisson(self, rates: Tensor) -> Tensor:
-        """Poisson counts with per-element ``rates`` (row ``i`` from stream ``i``).
-
-        Exact up to float64 rounding and 32-bit uniforms: a rate ``g + d``
-        (``g`` its integer part) gives Poisson(g) + Poisson(d), both by
-        inversion; Poisson(g) through cached CDF tables for integer rates up
-        to 512 (a guide table finds the answer in about one step), Poisson(d)
-        by a short sequential search. Rates above 512 use Hormann's PTRS
-        transformed rejection, as numpy does. Each element's uniforms come
-        from its own (sample, draw, element) words.
-        """
-        n = len(self.seeds)
-        if len(rates) != n:
-            raise ValueError(
-                f"Expected {n} rows of rates, one per sample, but got {len(rates)}."
-            )
-        if rates.numel() == 0:
-            return torch.empty_like(rates)
-        lam = rates.detach().to(torch.float64).reshape(-1)
-        low, high = (float(v) for v in torch.aminmax(lam))
-        if not (low >= 0 and math.isfinite(high)):  # NaN fails both
-            raise ValueError("Expected finite, non-negative Poisson rates, but got others.")
-        m = lam.numel() // n
-        base = self._next_base()
-        words = self._flat_words(self._substream(base, 0).view(1, -1), None, m)[0]
-        top = high
-        if top <= _TABLE_MAX_RATE:
-            # in cache-sized pieces (the words fix each element's count: no change)
-            counts = torch.cat([_poisson_by_tables(lam[i : i + _CHUNK], words[i : i + _CHUNK], top)
-                                for i in range(0, len(lam), _CHUNK)])
-        else:
-            counts = torch.empty_like(lam)
-            big = lam > _TABLE_MAX_RATE
-            idx = (~big).nonzero().squeeze(1)
-            if len(idx):
-                counts[idx] = _poisson_by_tables(lam[idx], words[idx], _TABLE_MAX_RATE)
-            idx = big.nonzero().squeeze(1)
-            counts[idx] = self._poisson_ptrs(base, lam[idx], idx, m)
-        return counts.view(rates.shape).to(rates.dtype)
-
-    def _flat_words(self, states: Tensor, idx: Tensor | None, m: int) -> Tensor:
-        """Words of draw states ``(t, n)`` for the elements at flat indices
-        ``idx`` of an (n, m) draw (all of them, in order, when None): (t, len)."""
-        offsets = _offsets(m, self.device)
-        if idx is None:
-            z = states.unsqueeze(2) + offsets.view(1, 1, -1)
-            return _mix64(z).view(len(states), -1)
-        return _mix64(states[:, idx // m] + offsets[idx % m])
-
-    def _poisson_ptrs(self, base: Tensor, lam: Tensor, idx: Tensor | None, m: int) -> Tensor:
-        """PTRS (Hormann, 1993) for rates >= 10, as numpy's ``random_poisson_ptrs``.
-
-        ``lam`` holds the rates of the elements at flat indices ``idx`` (all
-        when None). Attempt ``a`` of an element takes (U, V) from the two
-        32-bit halves of its word in substream ``a + 1``; an element's count
-        comes from its first accepted attempt. Every element makes one
-        attempt, the rejected ones (about a fifth) another, and the few left
-        after that several at once, so a handful of rounds run whatever the batch.
-        """
-        log_fact = _log_factorials(float(lam.max()), lam.device)
-        k, ok = _ptrs_attempts(lam, self._flat_words(self._substream(base, 1).view(1, -1),
-                                                     idx, m), log_fact)
-        out, ok = k[0], ok[0]
-        todo = (~ok).nonzero().squeeze(1)  # positions in lam still to draw
-        where = todo if idx is None else idx[todo]
-        rows, offsets = where // m, _offsets(m, self.device)[where % m]
-        first = 2
-        while len(todo):
-            tries = 1 if len(todo) * 20 > len(lam) else 8
-            states = torch.stack([self._substream(base, first + t) for t in range(tries)])
-            first += tries
-            k, accept = _ptrs_attempts(lam[todo], _mix64(states[:, rows] + offsets), log_fact)
-            ok = accept.any(0)
-            pick = accept.to(torch.uint8).argmax(0, keepdim=True)  # first accepted attempt
-            out[todo] = k.gather(0, pick)[0]
-            left = (~ok).nonzero().squeeze(1)
-            todo, rows, offsets = todo[left], rows[left], offsets[left]
-        return out
-
-
-@functools.lru_cache(maxsize=8)
-def _log_factorial_table(size: int, device: torch.device) -> Tensor:
-    return torch.lgamma(torch.arange(1, size + 1, dtype=torch.float64, device=device))
-
-
-def _log_factorials(max_rate: float, device: torch.device) -> Tensor:
-    """``log(k!)`` for ``k < K``, with ``K`` so large that PTRS rejects every
-    larger ``k`` at rates up to ``max_rate``: there ``log pmf(k) < -100``,
-    below anything the left side of its test reaches with 32-bit U and V
-    (about -73), so treating those ``k`` as rejected changes nothing."""
-    size = 1024
-    while (size - 1) * math.log(max_rate) - max_rate - math.lgamma(size) >= -100:
-        size *= 2
-    return _log_factorial_table(size, device)
-
-
-def _ptrs_attempts(lam: Tensor, w: Tensor, log_fact: Tensor) -> tuple[Tensor, Tensor]:
-    """One PTRS attempt per row of words ``w`` (t, p) for rates ``lam`` (p,):
-    the candidate counts and whether each is accepted. Computed on every
-    element (cheaper than picking out those the quick test leaves)."""
-    u = torch.bitwise_right_shift(w, 32).bitwise_and_(_M32).double()
-    u = u.add_(0.5).mul_(2.0**-32).sub_(0.5)
-    v = w.bitwise_and(_M32).double().add_(0.5).mul_(2.0**-32)
-    b = lam.sqrt().mul_(2.53).add_(0.931)
-    a = b * 0.02483 - 0.059
-    us = 0.5 - u.abs()
-    k = torch.floor((2 * a / us + b).mul_(u).add_(lam).add_(0.43))
-    accept = (us >= 0.07) & (v <= 0.9277 - 3.6224 / (b - 2))
-    if bool(accept.all()):
-        return k, accept
-    size = len(log_fact)
-    in_table = (k >= 0) & (k < size)
-    bound = (k * lam.log() - lam).sub_(log_fact[k.clamp(0, size - 1).long()])
-    ratio = (v.log() + torch.log(1.1239 + 1.1328 / (b - 3.4))).sub_(torch.log(a / (us * us) + b))
-    accept |= in_table & ~((us < 0.013) & (v > us)) & (ratio <= bound)
-    return k, accept
-
-
-@functools.lru_cache(maxsize=8)
-def _poisson_tables(top: int, device: torch.device) -> tuple[Tensor, Tensor, int, int]:
-    """CDF tables of Poisson(g) for the integer rates ``g <= top``, flattened
-    (row ``g``: P(X <= j) for ``j < width``, the last set to 1; the tail
-    beyond is under 1e-20), shifted by ``g`` into one ascending array; and
-    guide entries: for (g, b), the smallest ``j`` whose CDF reaches
-    ``b / 2**bits`` and the CDF at that ``j`` and at ``j + 1``."""
-    width = int(top + 10 * math.sqrt(top) + 20)
-    g = torch.arange(top + 1, dtype=torch.float64).view(-1, 1)
-    j = torch.arange(width, dtype=torch.float64).view(1, -1)
-    log_pmf = j * torch.log(g.clamp_min(1e-300)) - g - torch.lgamma(j + 1)
-    pmf = torch.exp(log_pmf)
-    pmf[0] = 0.0
-    pmf[0, 0] = 1.0
-    cdf = pmf.cumsum(1)
-    cdf[:, -1] = 1.0
-    bits = max(1, (width - 1).bit_length())
-    edges = (torch.arange(1 << bits, dtype=torch.float64) / (1 << bits)).expand(top + 1, -1)
-    guide = torch.searchsorted(cdf, edges.contiguous())
-    # per entry: the guide's j and the CDF there and one further (most draws
-    # stop at one of the two), side by side so that one gather fetches them
-    at = cdf.gather(1, torch.cat([guide, (guide + 1).clamp_max(width - 1)], 1))
-    entries = torch.stack([guide.double(), at[:, : 1 << bits], at[:, 1 << bits :]], -1)
-    # each row shifted by its rate: one ascending array for searchsorted
-    # (exact for 32-bit uniforms: u + g needs 43 bits of a float64's 53)
-    stacked = (cdf + g).reshape(-1)
-    return stacked.to(device), entries.reshape(-1, 3).to(device), width, bits
-
-
-def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
-    """Poisson counts for rates ``lam`` <= 512 from one word each: the high
-    32 bits invert the table of the integer part, the low 32 bits the
-    remainder's Poisson (rate under 1) by sequential search."""
-    size = 16
-    while size < top:
-        size *= 2
-    stacked, entries, width, bits = _poisson_tables(size, lam.device)
-    g = lam.floor()
-    gi = g.long()
-    hu = torch.bitwise_right_shift(w, 32).bitwise_and_(_M32)
-    u = hu.double().add_(0.5).mul_(2.0**-32)
-    guided = entries[gi.bitwise_left_shift(bits).add_(torch.bitwise_right_shift(hu, 32 - bits))]
-    j = guided[:, 0].add(u > guided[:, 1])  # one step up covers most, a binary search the rest
-    left = (u > guided[:, 2]).nonzero().squeeze(1)
-    if len(left):
-        j[left] = (torch.searchsorted(stacked, u[left] + g[left]) - gi[left] * width).double()
-    # the remainder d = lam - g in [0, 1): Poisson(d) by inversion
-    d = lam - g
-    uz = w.bitwise_and(_M32).double().add_(0.5).mul_(2.0**-32)
-    p = torch.exp(-d)
-    total = p.clone()
-    z = (uz > total).double()
-    for step in (1, 2, 3):
-        p.mul_(d).div_(step)
-        total += p
-        z += uz > total
-    left = (uz > total).nonzero().squeeze(1)
-    step = 3
-    while len(left) and step < 64:  # P(Z > 4) < 0.004; float64 CDF reaches 1 by 30
-        step += 1
-        p[left] = p[left] * d[left] / step
-        total[left] += p[left]
-        left = left[uz[left] > total[left]]
-        z[left] += 1
-    return j.add_(z)
-
-
-def sample_keys(x: Tensor) -> list[str]:
-    """A content digest per sample: seeds derived from it do not depend on
-    where the sample sits in the dataset or the batch."""
-    flat = x.detach().to("cpu", torch.float32).contiguous().reshape(len(x), -1).numpy()
-    return [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in flat]
-
-
-def sample_seeds(seed: int, name: str, severity: int | str, keys: Sequence[Any]) -> list[int]:
-    """One 63-bit seed per sample from (seed, corruption, severity, sample key)."""
-    prefix = f"{seed}/{name}/{severity}/".encode()
-    return [
-        int.from_bytes(hashlib.blake2b(prefix + str(k).encode(), digest_size=8).digest(),
-                       "little") >> 1
-        for k in keys
-    ]
+#: The ImageNet-C reference writes its elastic parameters as multiples of 244
+#: for 224-pixel images; we keep that ratio.
+_E = 244 / 224
 
 
 # ----------------------------------------------------------------- registry
 
 CorruptionFn = Callable[..., Tensor]
 CoreFn = Callable[[Tensor, Any, SampleRNG], Tensor]
+ParamTables = Mapping[str, Sequence[Any]]
 
 
 @dataclass(frozen=True)
 class CorruptionInfo:
-    """A registered corruption: its public function and how it is grouped."""
+    """A registered corruption: its public function, how it is grouped, and
+    its published parameters (per table name, one entry per severity)."""
 
     name: str
     category: str
     fn: CorruptionFn
     color: bool = False
+    params: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 CORRUPTIONS: Registry[CorruptionInfo] = Registry("corruption", listed=lambda: list_corruptions())
@@ -466,22 +173,42 @@ def _check_batch(x: Any, severity: Any) -> None:
         raise ValueError(f"Expected `severity` to be an integer in 1..5, but got {severity!r}.")
 
 
-def _to_luma(x: Tensor) -> Tensor:
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+def _check_params(name: str, params: ParamTables | None) -> dict[str, tuple[Any, ...]]:
+    """The parameter tables of a new corruption: one per table name, one
+    entry per severity; anything else fails at registration, not at run time."""
+    if not isinstance(params, Mapping) or set(params) != set(PARAM_TABLES):
+        got = sorted(params) if isinstance(params, Mapping) else params
+        raise ValueError(
+            f"Expected `params` of corruption {name!r} to map each of "
+            f"{', '.join(PARAM_TABLES)} to its {len(SEVERITIES)} severity settings, but got {got!r}."
+        )
+    tables: dict[str, tuple[Any, ...]] = {}
+    for table in PARAM_TABLES:
+        rows = params[table]
+        if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or \
+                len(rows) != len(SEVERITIES):
+            raise ValueError(
+                f"Expected `params[{table!r}]` of corruption {name!r} to hold "
+                f"{len(SEVERITIES)} severity settings, but got {rows!r}."
+            )
+        tables[table] = tuple(rows)
+    return tables
 
 
-def register_corruption(name: str, *, category: str,
-                        color: bool = False) -> Callable[[CoreFn], CorruptionFn]:
-    """Register ``core(x, params, rng)`` as corruption ``name``.
+def register_corruption(name: str, *, category: str, color: bool = False,
+                        params: ParamTables | None = None) -> Callable[[CoreFn], CorruptionFn]:
+    """Register ``core(x, params, rng)`` as corruption ``name`` with its
+    published ``params`` (``{"cifar": (5 settings), "imagenet": (5 settings)}``).
 
-    The public function checks its arguments, looks up the published
-    parameters of the severity, gives grayscale inputs to colour corruptions
-    as RGB, and clips the result to [0, 1] in the input's dtype.
+    The public function checks its arguments, looks up the parameters of the
+    severity, gives grayscale inputs to colour corruptions as RGB, and clips
+    the result to [0, 1] in the input's dtype. A duplicate name, an unknown
+    category or missing parameters raise here, at registration.
     """
     if category not in CATEGORIES:
         raise ValueError(f"Expected `category` in {', '.join(CATEGORIES)}, but got {category!r}.")
     CORRUPTIONS.check_new(name)
+    tables = _check_params(name, params)
 
     def deco(core: CoreFn) -> CorruptionFn:
         def corruption(x: Tensor, severity: int, generator: torch.Generator | SampleRNG,
@@ -494,18 +221,18 @@ def register_corruption(name: str, *, category: str,
                 raise ValueError(
                     f"Expected a SampleRNG with one stream per sample ({n}), but got {len(rng)}."
                 )
-            params = severity_params(name, severity, resolve_param_set(param_set, h, w))
+            setting = tables[resolve_param_set(param_set, h, w)][severity - 1]
             xin = x.detach().float()
             if color and c == 1:
-                out = _to_luma(core(xin.expand(-1, 3, -1, -1).contiguous(), params, rng))
+                out = to_luma(core(xin.expand(-1, 3, -1, -1).contiguous(), setting, rng))
             else:
-                out = core(xin, params, rng)
+                out = core(xin, setting, rng)
             return out.clamp_(0.0, 1.0).to(x.dtype)
 
         corruption.__name__ = name
         corruption.__doc__ = core.__doc__
         CORRUPTIONS.add(name, CorruptionInfo(name=name, category=category, fn=corruption,
-                                             color=color))
+                                             color=color, params=tables))
         return corruption
 
     return deco
@@ -525,6 +252,21 @@ def get_corruption(name: str) -> CorruptionFn:
 
 def corruption_info(name: str) -> CorruptionInfo:
     return CORRUPTIONS.get(name)
+
+
+def severity_params(name: str, severity: int, param_set: str) -> Any:
+    """The published parameters of corruption ``name`` at ``severity`` (1..5)
+    in table ``param_set`` (cifar | imagenet)."""
+    return CORRUPTIONS.get(name).params[param_set][severity - 1]
+
+
+def param_table(param_set: str) -> dict[str, tuple[Any, ...]]:
+    """One parameter table (cifar | imagenet) of every registered corruption."""
+    if param_set not in PARAM_TABLES:
+        raise ValueError(
+            f"Expected `param_set` to be one of {', '.join(PARAM_TABLES)}, but got {param_set!r}."
+        )
+    return {name: CORRUPTIONS.get(name).params[param_set] for name in list_corruptions()}
 
 
 def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,
@@ -550,271 +292,40 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,
     return torch.cat(out) if out else x.clone()
 
 
-# ------------------------------------------------------------ image helpers
-
-
-def _border_index(i: Tensor, n: int, mode: str) -> Tensor:
-    """Map integer positions (any range) into ``0..n-1`` under a border mode.
-
-    ``reflect101`` is OpenCV's default (numpy 'reflect', scipy 'mirror'),
-    ``symmetric`` is scipy's 'reflect' (edge repeated), ``nearest`` clamps.
-    """
-    if mode == "nearest" or n == 1:
-        return i.clamp(0, n - 1)
-    if mode not in ("reflect101", "symmetric"):
-        raise ValueError(
-            f"Expected a border mode reflect101, symmetric or nearest, but got {mode!r}."
-        )
-    # within one reflection of the image (the usual case) mirror directly;
-    # further out reduce by the period first (integer remainder is slow on CPU)
-    low, high = torch.aminmax(i) if i.numel() else (i.new_zeros(()), i.new_zeros(()))
-    if mode == "reflect101":
-        period = 2 * (n - 1)
-        far = int(low) < -(n - 1) or int(high) > period
-        i = torch.remainder(i, period) if far else i.abs()
-        return torch.where(i >= n, period - i, i)
-    period = 2 * n
-    if int(low) < -n or int(high) >= period:
-        i = torch.remainder(i, period)
-    else:
-        i = torch.where(i < 0, -1 - i, i)
-    return torch.where(i >= n, period - 1 - i, i)
-
-
-def _pad(x: Tensor, ph: int, pw: int, mode: str) -> Tensor:
-    """Pad the last two dims by ``ph`` rows and ``pw`` columns on each side."""
-    h, w = x.shape[-2:]
-    if mode == "nearest" or (mode == "reflect101" and ph < h and pw < w):
-        native = "replicate" if mode == "nearest" else "reflect"
-        shape = x.shape
-        y = F.pad(x.reshape(-1, 1, h, w), (pw, pw, ph, ph), mode=native)
-        return y.reshape(*shape[:-2], h + 2 * ph, w + 2 * pw)
-    if ph:
-        rows = _border_index(torch.arange(-ph, h + ph, device=x.device), h, mode)
-        x = x.index_select(-2, rows)
-    if pw:
-        cols = _border_index(torch.arange(-pw, w + pw, device=x.device), w, mode)
-        x = x.index_select(-1, cols)
-    return x
-
-
-#: Kernels with at most this many taps correlate by shifted views.
-_SHIFT_MAX_TAPS = 25
-
-
-def _depthwise(x: Tensor, kernel: Tensor) -> Tensor:
-    """Correlate every (sample, channel) plane of a padded batch with one
-    kernel: a grouped convolution, much faster on CPU than a batch of
-    single-channel images."""
-    n, c, h, w = x.shape
-    kh, kw = kernel.shape
-    if kh * kw <= _SHIFT_MAX_TAPS:
-        # few taps: shifted views, multiply-added (several times faster than
-        # a grouped convolution with one group per plane on CPU)
-        oh, ow = h - kh + 1, w - kw + 1
-        taps = kernel.to(x.dtype).tolist()
-        out = torch.zeros(n, c, oh, ow, dtype=x.dtype, device=x.device)
-        for a, row in enumerate(taps):
-            for b, weight_ab in enumerate(row):
-                if weight_ab:
-                    out.add_(x[:, :, a : a + oh, b : b + ow], alpha=weight_ab)
-        return out
-    weight = kernel.to(x).view(1, 1, kh, kw).expand(n * c, 1, kh, kw)
-    return F.conv2d(x.reshape(1, n * c, h, w), weight, groups=n * c).view(
-        n, c, h - kh + 1, w - kw + 1)
-
-
-def _correlate(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
-    """2-D correlation of every channel with one (kh, kw) kernel (odd sizes)."""
-    kh, kw = kernel.shape
-    return _depthwise(_pad(x, kh // 2, kw // 2, mode), kernel)
-
-
-def _separable(x: Tensor, k1d: Tensor, mode: str) -> Tensor:
-    r = len(k1d) // 2
-    y = _depthwise(_pad(x, 0, r, mode), k1d.view(1, -1))
-    return _depthwise(_pad(y, r, 0, mode), k1d.view(-1, 1))
-
-
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
-    """scipy.ndimage's sampled Gaussian: radius ``int(truncate*sigma + 0.5)``."""
-    radius = int(truncate * float(sigma) + 0.5)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / float(sigma)) ** 2)
-    return k / k.sum()
-
-
-def gaussian_filter(x: Tensor, sigma: float, *, truncate: float = 4.0,
-                    mode: str = "nearest") -> Tensor:
-    """Per-channel Gaussian blur, as ``scipy.ndimage.gaussian_filter`` (the
-    reference's ``skimage.filters.gaussian``) with the same border mode."""
-    if sigma <= 0:
-        return x
-    return _separable(x, gaussian_kernel1d(sigma, truncate), mode)
-
-
-def disk_kernel(radius: float, alias_blur: float) -> Tensor:
-    """The reference's anti-aliased disk: a normalised binary disk on a grid
-    of at least 17x17, blurred by a 3x3 (5x5 for radius > 8) Gaussian with
-    OpenCV's border; all-zero rows and columns are cropped (they add nothing)."""
-    grid: np.ndarray
-    if radius <= 8:
-        grid = np.arange(-8, 8 + 1)
-        ksize = 3
-    else:
-        grid = np.arange(-radius, radius + 1)
-        ksize = 5
-    xx, yy = np.meshgrid(grid, grid)
-    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
-    disk /= disk.sum()
-    t = np.arange(ksize) - (ksize - 1) / 2
-    g = np.exp(-(t**2) / (2 * alias_blur**2))
-    g /= g.sum()
-    r = ksize // 2
-    padded = np.pad(disk, r, mode="reflect")
-    blurred = np.apply_along_axis(lambda v: np.correlate(v, g, mode="valid"), 0, padded)
-    blurred = np.apply_along_axis(lambda v: np.correlate(v, g, mode="valid"), 1, blurred)
-    rows = np.flatnonzero(np.abs(blurred).sum(1) > 0)
-    half = int(max(abs(rows[0] - len(grid) // 2), abs(rows[-1] - len(grid) // 2)))
-    mid = len(grid) // 2
-    return torch.from_numpy(blurred[mid - half : mid + half + 1, mid - half : mid + half + 1].copy())
-
-
-def _gather_pixels(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """``x[n, :, rows[n], cols[n]]`` for integer maps of shape (N, H', W')."""
-    n, c, h, w = x.shape
-    idx = (rows * w + cols).reshape(n, 1, -1).expand(n, c, -1)
-    return x.reshape(n, c, h * w).gather(2, idx).reshape(n, c, *rows.shape[1:])
-
-
-def bilinear_sample(x: Tensor, rows: Tensor, cols: Tensor, mode: str) -> Tensor:
-    """Sample ``x`` at real positions (N, H', W') bilinearly; neighbours
-    outside the image follow the border ``mode``."""
-    h, w = x.shape[-2:]
-    r0 = torch.floor(rows)
-    c0 = torch.floor(cols)
-    fr = (rows - r0).unsqueeze(1)
-    fc = (cols - c0).unsqueeze(1)
-    r0, c0 = r0.long(), c0.long()
-    ra, rb = _border_index(r0, h, mode), _border_index(r0 + 1, h, mode)
-    ca, cb = _border_index(c0, w, mode), _border_index(c0 + 1, w, mode)
-    top = _gather_pixels(x, ra, ca) * (1 - fc) + _gather_pixels(x, ra, cb) * fc
-    bottom = _gather_pixels(x, rb, ca) * (1 - fc) + _gather_pixels(x, rb, cb) * fc
-    return top * (1 - fr) + bottom * fr
-
-
-def motion_blur_batch(x: Tensor, radius: float, sigma: float, angles: Tensor) -> Tensor:
-    """ImageMagick's MotionBlurImage kernel, one angle (degrees) per sample.
-
-    A one-sided Gaussian of width ``2*ceil(radius)+1``; tap ``i`` reads the
-    pixel ``i`` steps along the angle, offsets rounded as ImageMagick does,
-    edge pixels repeated.
-    """
-    n, c, h, w = x.shape
-    width = int(2 * math.ceil(radius) + 1)
-    i = torch.arange(width, dtype=torch.float64, device=x.device)
-    k = torch.exp(-(i**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(x.dtype)
-    rad = torch.deg2rad(angles.to(torch.float64)).view(n, 1)
-    dx = torch.ceil(i.view(1, -1) * torch.cos(rad) - 0.5).long()
-    dy = torch.ceil(i.view(1, -1) * torch.sin(rad) - 0.5).long()
-    yy = torch.arange(h, device=x.device).view(1, h, 1)
-    xx = torch.arange(w, device=x.device).view(1, 1, w)
-    out = torch.zeros_like(x)
-    for t in range(width):
-        rows = (yy + dy[:, t].view(n, 1, 1)).clamp(0, h - 1).expand(n, h, w)
-        cols = (xx + dx[:, t].view(n, 1, 1)).clamp(0, w - 1).expand(n, h, w)
-        out += k[t] * _gather_pixels(x, rows, cols)
-    return out
-
-
-def clipped_zoom(x: Tensor, zoom: float) -> Tensor:
-    """Zoom into the centre by ``zoom`` (bilinear, corners aligned, like
-    ``scipy.ndimage.zoom(order=1)``) and crop back to the input size."""
-    h, w = x.shape[-2:]
-    ch, cw = int(math.ceil(h / zoom)), int(math.ceil(w / zoom))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = x[..., top : top + ch, left : left + cw]
-    oh, ow = int(round(ch * zoom)), int(round(cw * zoom))
-    z = F.interpolate(crop, size=(oh, ow), mode="bilinear", align_corners=True)
-    th, tw = (oh - h) // 2, (ow - w) // 2
-    return z[..., th : th + h, tw : tw + w]
-
-
-def plasma_fractal(rng: SampleRNG, mapsize: int, decay: float) -> Tensor:
-    """Diamond-square height maps in [0, 1], one per sample, (N, S, S) float64."""
-    if mapsize & (mapsize - 1):
-        raise ValueError(f"Expected `mapsize` to be a power of two, but got {mapsize}.")
-    n, s = len(rng), mapsize
-    m = torch.zeros(n, s, s, dtype=torch.float64, device=rng.device)
-    step, wibble = s, 100.0
-
-    def wibbled(a: Tensor) -> Tensor:
-        noise = rng.uniform(-wibble, wibble, *a.shape[1:], dtype=torch.float64)
-        return a / 4 + wibble * noise
-
-    while step >= 2:
-        half = step // 2
-        corner = m[:, 0:s:step, 0:s:step].clone()
-        square = corner + torch.roll(corner, -1, dims=1)
-        square = square + torch.roll(square, -1, dims=2)
-        m[:, half:s:step, half:s:step] = wibbled(square)
-        dr = m[:, half:s:step, half:s:step].clone()
-        ul = m[:, 0:s:step, 0:s:step].clone()
-        lt = dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2)
-        m[:, 0:s:step, half:s:step] = wibbled(lt)
-        tt = dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1)
-        m[:, half:s:step, 0:s:step] = wibbled(tt)
-        step //= 2
-        wibble /= decay
-    flat = m.reshape(n, -1)
-    m = m - flat.min(1).values.view(n, 1, 1)
-    return m / m.reshape(n, -1).max(1).values.clamp_min(1e-12).view(n, 1, 1)
-
-
-def _next_pow2(v: int) -> int:
-    return 1 << max(0, (v - 1).bit_length())
-
-
-def _box_matrix(size_in: int, size_out: int) -> Tensor:
-    """PIL's BOX resampling weights (out x in), as in its ``precompute_coeffs``."""
-    scale = size_in / size_out
-    filterscale = max(scale, 1.0)
-    support = 0.5 * filterscale
-    a = np.zeros((size_out, size_in))
-    for xx in range(size_out):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), size_in)
-        for x in range(xmin, xmax):
-            v = (x - center + 0.5) / filterscale
-            a[xx, x] = 1.0 if -0.5 <= v < 0.5 else 0.0
-        total = a[xx].sum()
-        if total:
-            a[xx] /= total
-    return torch.from_numpy(a)
-
-
-def _per_image_max(x: Tensor) -> Tensor:
-    return x.reshape(len(x), -1).max(1).values.view(-1, 1, 1, 1)
-
-
 # -------------------------------------------------------------- noise
 
 
-@register_corruption("gaussian_noise", category="noise")
+@register_corruption(
+    "gaussian_noise", category="noise",
+    params={
+        "cifar": (0.04, 0.06, 0.08, 0.09, 0.10),
+        "imagenet": (0.08, 0.12, 0.18, 0.26, 0.38),
+    },
+)
 def _gaussian_noise(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """x + N(0, c^2) per value."""
     return x + c * rng.randn(*x.shape[1:]).to(x.device)
 
 
-@register_corruption("shot_noise", category="noise")
+@register_corruption(
+    "shot_noise", category="noise",
+    params={
+        "cifar": (500, 250, 100, 75, 50),
+        "imagenet": (60, 25, 12, 5, 3),
+    },
+)
 def _shot_noise(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """Poisson(x * c) / c per value."""
     return rng.poisson(x * c) / c
 
 
-@register_corruption("impulse_noise", category="noise")
+@register_corruption(
+    "impulse_noise", category="noise",
+    params={
+        "cifar": (0.01, 0.02, 0.03, 0.05, 0.07),
+        "imagenet": (0.03, 0.06, 0.09, 0.17, 0.27),
+    },
+)
 def _impulse_noise(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """Salt and pepper: a fraction c of the values set to 0 or 1 (half each).
 
@@ -825,7 +336,13 @@ def _impulse_noise(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     return torch.where(u < c / 2, 1.0, torch.where(u < c, 0.0, x))
 
 
-@register_corruption("speckle_noise", category="noise")
+@register_corruption(
+    "speckle_noise", category="noise",
+    params={
+        "cifar": (0.06, 0.1, 0.12, 0.16, 0.2),
+        "imagenet": (0.15, 0.2, 0.35, 0.45, 0.6),
+    },
+)
 def _speckle_noise(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """x + x * N(0, c^2) per value."""
     return x + x * c * rng.randn(*x.shape[1:])
@@ -834,7 +351,13 @@ def _speckle_noise(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
 # --------------------------------------------------------------- blur
 
 
-@register_corruption("gaussian_blur", category="blur")
+@register_corruption(
+    "gaussian_blur", category="blur",
+    params={
+        "cifar": (0.4, 0.6, 0.7, 0.8, 1.0),
+        "imagenet": (1, 2, 3, 4, 6),
+    },
+)
 def _gaussian_blur(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """Gaussian blur of sigma c (truncated at 4 sigma, edge pixels repeated)."""
     return gaussian_filter(x, c)
@@ -859,7 +382,14 @@ def _glass_schedule(h: int, w: int, delta: int) -> list[np.ndarray]:
     return [np.flatnonzero(wave == t) for t in np.unique(wave)[::-1]]
 
 
-@register_corruption("glass_blur", category="blur")
+@register_corruption(
+    "glass_blur", category="blur",
+    # (sigma, max_delta, iterations)
+    params={
+        "cifar": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),
+        "imagenet": ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
+    },
+)
 def _glass_blur(x: Tensor, c: tuple[float, int, int], rng: SampleRNG) -> Tensor:
     """Blur, quantise to 8 bits, swap each pixel with a random neighbour
     within ``delta`` (sequentially, bottom-right to top-left, ``iterations``
@@ -887,14 +417,28 @@ def _glass_blur(x: Tensor, c: tuple[float, int, int], rng: SampleRNG) -> Tensor:
     return gaussian_filter(flat.view(n, ch, h, w), sigma)
 
 
-@register_corruption("defocus_blur", category="blur")
+@register_corruption(
+    "defocus_blur", category="blur",
+    # (radius, alias_blur)
+    params={
+        "cifar": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),
+        "imagenet": ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
+    },
+)
 def _defocus_blur(x: Tensor, c: tuple[float, float], rng: SampleRNG) -> Tensor:
     """Correlation with an anti-aliased disk of the given radius (OpenCV border)."""
     radius, alias_blur = c
-    return _correlate(x, disk_kernel(radius, alias_blur), "reflect101")
+    return correlate(x, disk_kernel(radius, alias_blur), "reflect101")
 
 
-@register_corruption("motion_blur", category="blur")
+@register_corruption(
+    "motion_blur", category="blur",
+    # (radius, sigma)
+    params={
+        "cifar": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),
+        "imagenet": ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
+    },
+)
 def _motion_blur(x: Tensor, c: tuple[float, float], rng: SampleRNG) -> Tensor:
     """ImageMagick-style motion blur (radius, sigma) at an angle U(-45, 45) degrees."""
     radius, sigma = c
@@ -930,7 +474,19 @@ def _zoom_blur_operator(h: int, w: int, zooms: tuple[float, ...],
         return op.to_sparse_csr().to(device)
 
 
-@register_corruption("zoom_blur", category="blur")
+@register_corruption(
+    "zoom_blur", category="blur",
+    params={
+        "cifar": (
+            _zooms(1, 1.06, 0.01), _zooms(1, 1.11, 0.01), _zooms(1, 1.16, 0.01),
+            _zooms(1, 1.21, 0.01), _zooms(1, 1.26, 0.01),
+        ),
+        "imagenet": (
+            _zooms(1, 1.11, 0.01), _zooms(1, 1.16, 0.01), _zooms(1, 1.21, 0.02),
+            _zooms(1, 1.26, 0.02), _zooms(1, 1.31, 0.03),
+        ),
+    },
+)
 def _zoom_blur(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
     """The mean of the image and its centre zooms by each factor (small
     images: one sparse matrix product with the cached operator)."""
@@ -947,7 +503,26 @@ def _zoom_blur(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
 # ------------------------------------------------------------- weather
 
 
-@register_corruption("snow", category="weather")
+@register_corruption(
+    "snow", category="weather",
+    # (loc, scale, zoom, threshold, blur radius, blur sigma, blend)
+    params={
+        "cifar": (
+            (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+            (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+            (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+            (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+            (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+        ),
+        "imagenet": (
+            (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+            (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+            (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+            (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+            (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
+        ),
+    },
+)
 def _snow(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
     """Zoomed, thresholded Gaussian flakes, motion-blurred and added twice
     (once rotated by 180 degrees) to a whitened image."""
@@ -958,7 +533,7 @@ def _snow(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
     layer = torch.floor(layer.clamp(0, 1) * 255) / 255
     layer = motion_blur_batch(layer, radius, sigma, rng.uniform(-135.0, -45.0,
                                                                 dtype=torch.float64))
-    gray = _to_luma(x) if ch == 3 else x
+    gray = to_luma(x) if ch == 3 else x
     x = blend * x + (1 - blend) * torch.maximum(x, gray * 1.5 + 0.5)
     return x + layer + torch.rot90(layer, 2, dims=(-2, -1))
 
@@ -966,37 +541,57 @@ def _snow(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
 def frost_texture(rng: SampleRNG, h: int, w: int) -> Tensor:
     """A procedural frost layer (N, 3, H, W) in [0, 1] standing in for the
     reference's frost photographs: soft plasma ice plus needle crystals."""
-    s = _next_pow2(max(h, w))
+    s = next_pow2(max(h, w))
     ice = plasma_fractal(rng, s, 1.6)[:, :h, :w].float().unsqueeze(1)
     seeds = (rng.rand(1, h, w) < 0.04).float()
     length = max(2.0, max(h, w) / 8)
     crystals = motion_blur_batch(seeds, length, length / 2,
                                  rng.uniform(0.0, 360.0, dtype=torch.float64))
-    crystals = crystals / _per_image_max(crystals).clamp_min(1e-12)
+    crystals = crystals / per_image_max(crystals).clamp_min(1e-12)
     gray = (0.3 + 0.45 * ice + 0.6 * crystals).clamp(0, 1)
     tint = torch.tensor([0.85, 0.93, 1.0], device=gray.device).view(1, 3, 1, 1)
     return gray * tint
 
 
-@register_corruption("frost", category="weather", color=True)
+@register_corruption(
+    "frost", category="weather", color=True,
+    # (image weight, frost weight)
+    params={
+        "cifar": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
+        "imagenet": ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
+    },
+)
 def _frost(x: Tensor, c: tuple[float, float], rng: SampleRNG) -> Tensor:
     """a * image + b * frost texture (procedural substitute for the photographs)."""
     a, b = c
     return a * x + b * frost_texture(rng, *x.shape[-2:]).to(x)
 
 
-@register_corruption("fog", category="weather")
+@register_corruption(
+    "fog", category="weather",
+    # (fog strength, wibble decay)
+    params={
+        "cifar": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),
+        "imagenet": ((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)),
+    },
+)
 def _fog(x: Tensor, c: tuple[float, float], rng: SampleRNG) -> Tensor:
     """Add a plasma fractal of strength c and rescale by the image's maximum."""
     strength, decay = c
     h, w = x.shape[-2:]
-    fractal = plasma_fractal(rng, _next_pow2(max(h, w)), decay)[:, :h, :w]
-    top = _per_image_max(x)
+    fractal = plasma_fractal(rng, next_pow2(max(h, w)), decay)[:, :h, :w]
+    top = per_image_max(x)
     x = x + strength * fractal.to(x).unsqueeze(1)
     return x * top / (top + strength)
 
 
-@register_corruption("brightness", category="weather", color=True)
+@register_corruption(
+    "brightness", category="weather", color=True,
+    params={
+        "cifar": (0.05, 0.1, 0.15, 0.2, 0.3),
+        "imagenet": (0.1, 0.2, 0.3, 0.4, 0.5),
+    },
+)
 def _brightness(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """HSV value + c (clipped at 1), hue and saturation kept."""
     v = x.amax(1, keepdim=True)
@@ -1005,7 +600,26 @@ def _brightness(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     return torch.where(v > 0, scaled, v2.expand_as(x))
 
 
-@register_corruption("spatter", category="weather", color=True)
+@register_corruption(
+    "spatter", category="weather", color=True,
+    # (loc, scale, sigma, threshold, intensity, mud)
+    params={
+        "cifar": (
+            (0.62, 0.1, 0.7, 0.7, 0.5, 0),
+            (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+            (0.65, 0.3, 1, 0.69, 0.5, 0),
+            (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+            (0.65, 0.1, 0.5, 0.68, 0.6, 1),
+        ),
+        "imagenet": (
+            (0.65, 0.3, 4, 0.69, 0.6, 0),
+            (0.65, 0.3, 3, 0.68, 0.6, 0),
+            (0.65, 0.3, 2, 0.68, 0.5, 0),
+            (0.65, 0.3, 1, 0.65, 1.5, 1),
+            (0.67, 0.4, 1, 0.65, 1.5, 1),
+        ),
+    },
+)
 def _spatter(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
     """Water drops (severities 1-3) or mud (4-5) from a thresholded, blurred
     Gaussian liquid layer."""
@@ -1020,7 +634,7 @@ def _spatter(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
         return x * (1 - m) + color * m
     dist = _water_shading(liquid)
     m = liquid * dist
-    top = _per_image_max(m)
+    top = per_image_max(m)
     m = torch.where(top > 0, m / top.clamp_min(1e-12), torch.zeros_like(m)) * intensity
     color = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
     return x + m * color
@@ -1030,7 +644,7 @@ def _water_shading(liquid: Tensor) -> Tensor:
     """The reference's embossed distance-to-edge shading of the water drops."""
     mask = (torch.floor(liquid.clamp(0, 1) * 255) > 0).float()
     outside = 1 - mask
-    near_outside = _max3x3(_pad(outside, 1, 1, "nearest"))
+    near_outside = max3x3(pad(outside, 1, 1, "nearest"))
     edge = (mask * near_outside) > 0
     reached = edge.float()
     dist = torch.zeros_like(liquid)
@@ -1038,49 +652,39 @@ def _water_shading(liquid: Tensor) -> Tensor:
         if bool(reached.all()):
             break  # every pixel is as close to an edge as it gets
         dist += 1 - reached
-        reached = _max3x3(F.pad(reached, (1, 1, 1, 1)))
+        reached = max3x3(F.pad(reached, (1, 1, 1, 1)))
     box = torch.full((3, 3), 1 / 9, dtype=liquid.dtype)
-    dist = torch.floor(_correlate(dist, box, "reflect101"))
-    dist = _equalize_hist(dist)
+    dist = torch.floor(correlate(dist, box, "reflect101"))
+    dist = equalize_hist(dist)
     emboss = torch.tensor([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=liquid.dtype)
-    dist = torch.round(_correlate(dist, emboss, "reflect101")).clamp(0, 255)
-    return _correlate(dist, box, "reflect101")
-
-
-def _max3x3(p: Tensor) -> Tensor:
-    """The 3x3 maximum of a padded batch (``max_pool2d(p, 3, stride=1)``),
-    as row then column maxima of shifted views: several times faster on CPU."""
-    r = torch.maximum(torch.maximum(p[..., :-2], p[..., 1:-1]), p[..., 2:])
-    return torch.maximum(torch.maximum(r[..., :-2, :], r[..., 1:-1, :]), r[..., 2:, :])
-
-
-def _equalize_hist(img: Tensor) -> Tensor:
-    """OpenCV's equalizeHist on 8-bit values, one image per row of a batch."""
-    n = len(img)
-    v = img.reshape(n, -1).long().clamp(0, 255)
-    hist = torch.zeros(n, 256, dtype=torch.float64, device=img.device)
-    hist.scatter_add_(1, v, torch.ones_like(v, dtype=torch.float64))
-    first = (hist > 0).float().argmax(1, keepdim=True)
-    total = float(v.shape[1])
-    at_first = hist.gather(1, first)
-    cum = hist.cumsum(1) - hist.cumsum(1).gather(1, first)
-    scale = 255.0 / (total - at_first).clamp_min(1.0)
-    lut = torch.round(cum * scale).clamp(0, 255)
-    lut = torch.where(at_first >= total, first.to(lut.dtype).expand_as(lut), lut)
-    return lut.gather(1, v).reshape(img.shape).to(img.dtype)
+    dist = torch.round(correlate(dist, emboss, "reflect101")).clamp(0, 255)
+    return correlate(dist, box, "reflect101")
 
 
 # ------------------------------------------------------------- digital
 
 
-@register_corruption("contrast", category="digital")
+@register_corruption(
+    "contrast", category="digital",
+    params={
+        "cifar": (0.75, 0.5, 0.4, 0.3, 0.15),
+        "imagenet": (0.4, 0.3, 0.2, 0.1, 0.05),
+    },
+)
 def _contrast(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """(x - channel mean) * c + channel mean, per image."""
     means = x.mean(dim=(2, 3), keepdim=True)
     return (x - means) * c + means
 
 
-@register_corruption("saturate", category="digital", color=True)
+@register_corruption(
+    "saturate", category="digital", color=True,
+    # (saturation factor, saturation offset)
+    params={
+        "cifar": ((0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)),
+        "imagenet": ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)),
+    },
+)
 def _saturate(x: Tensor, c: tuple[float, float], rng: SampleRNG) -> Tensor:
     """HSV saturation * a + b (clipped to [0, 1]), hue and value kept."""
     a, b = c
@@ -1095,7 +699,21 @@ def _saturate(x: Tensor, c: tuple[float, float], rng: SampleRNG) -> Tensor:
     return torch.where(delta > 0, coloured, gray)
 
 
-@register_corruption("elastic_transform", category="digital")
+@register_corruption(
+    "elastic_transform", category="digital",
+    # (alpha, sigma, affine) as fractions of the image size
+    params={
+        "cifar": (
+            (0.0, 0.0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05),
+            (0.1, 0.03, 0.03),
+        ),
+        "imagenet": (
+            (2 * _E, 0.7 * _E, 0.1 * _E), (2 * _E, 0.08 * _E, 0.2 * _E),
+            (0.05 * _E, 0.01 * _E, 0.02 * _E), (0.07 * _E, 0.01 * _E, 0.02 * _E),
+            (0.12 * _E, 0.01 * _E, 0.02 * _E),
+        ),
+    },
+)
 def _elastic_transform(x: Tensor, c: tuple[float, float, float], rng: SampleRNG) -> Tensor:
     """A random affine warp of three points, then a smooth random
     displacement field (alpha, sigma), both bilinear."""
@@ -1125,18 +743,32 @@ def _elastic_transform(x: Tensor, c: tuple[float, float, float], rng: SampleRNG)
     return bilinear_sample(warped, rows, cols, "symmetric")
 
 
-@register_corruption("pixelate", category="digital")
+@register_corruption(
+    "pixelate", category="digital",
+    # fraction of the side kept
+    params={
+        "cifar": (0.95, 0.9, 0.85, 0.75, 0.65),
+        "imagenet": (0.6, 0.5, 0.4, 0.3, 0.25),
+    },
+)
 def _pixelate(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """PIL BOX downscale to a fraction c of the size, then BOX upscale back."""
     h, w = x.shape[-2:]
     sh, sw = max(1, int(h * c)), max(1, int(w * c))
-    down_h, down_w = _box_matrix(h, sh).to(x), _box_matrix(w, sw).to(x)
-    up_h, up_w = _box_matrix(sh, h).to(x), _box_matrix(sw, w).to(x)
+    down_h, down_w = box_matrix(h, sh).to(x), box_matrix(w, sw).to(x)
+    up_h, up_w = box_matrix(sh, h).to(x), box_matrix(sw, w).to(x)
     small = down_h @ x @ down_w.T
     return up_h @ small @ up_w.T
 
 
-@register_corruption("jpeg_compression", category="digital")
+@register_corruption(
+    "jpeg_compression", category="digital",
+    # JPEG quality
+    params={
+        "cifar": (80, 65, 58, 50, 40),
+        "imagenet": (25, 18, 15, 10, 7),
+    },
+)
 def _jpeg_compression(x: Tensor, c: int, rng: SampleRNG) -> Tensor:
     """8-bit JPEG encode and decode at quality c (libjpeg, 4:2:0)."""
     from torchvision.io import decode_jpeg, encode_jpeg

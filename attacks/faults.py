@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from attacks.corruptions import SampleRNG, sample_seeds
+from attacks.rng import SampleRNG, sample_seeds
 from benchmark.core.registry import Registry
 
 Tensor = torch.Tensor

@@ -182,14 +182,3 @@ def load_model(spec: ModelSpec, device: torch.device) -> ModelUnderTest:
         input_shape=spec.input_shape,
         device=device,
     )
-
-
-@torch.no_grad()
-def predict_logits(model: ModelUnderTest, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``x`` (on any device) in batches; returned on the CPU."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        out.append(model.module(x[i : i + batch_size].to(model.device)).float().cpu())
-    if not out:
-        return torch.empty(0, model.num_classes)
-    return torch.cat(out)

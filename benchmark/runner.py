@@ -25,14 +25,15 @@ from attacks.budgets import run_attack
 from attacks.corruption_suite import suite_outcomes, suite_steps
 from benchmark.config import RunSpec
 from benchmark.core.errors import ConfigError
+from benchmark.core.forward import predict_finite
 from benchmark.core.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from benchmark.data import load_evalset
-from benchmark.models import load_model, predict_logits, resolve_device
+from benchmark.models import load_model, resolve_device
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
+from benchmark.reliability_run import flags_after_threats, flags_before_threats
 from metrics.bias import bias_measurements
 from metrics.corruption import corruption_measurements
 from metrics.groups import check_groups
-from metrics.reliability import flags_after_threats, flags_before_threats
 from metrics.robustness import accuracy_measurements
 from metrics.validation import run_pre_checks
 
@@ -68,9 +69,7 @@ class RunResult:
 
 
 def clean_outcome(model: ModelUnderTest, data: EvalSet, batch_size: int) -> Outcome:
-    logits = predict_logits(model, data.x, batch_size)
-    pred = logits.argmax(1).numpy()
-    finite = torch.isfinite(logits).all(1).numpy()
+    pred, finite = predict_finite(model, data.x, batch_size)
     return Outcome(
         model=model.name,
         version=model.version,

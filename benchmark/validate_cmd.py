@@ -179,8 +179,9 @@ def checks_main(ns: argparse.Namespace) -> int:
 
 
 def drift_main(ns: argparse.Namespace) -> int:
+    from benchmark.core.forward import forward_logits
     from metrics.data_checks import DataContext, channel_means_stds
-    from metrics.drift import DriftConfig, drift_report
+    from metrics.drift import DriftConfig, ModelLogits, drift_report
     from metrics.validation import run_data_checks
 
     try:
@@ -211,7 +212,10 @@ def drift_main(ns: argparse.Namespace) -> int:
         raise DataError(f"Expected --reference and --batch images of a model's input shape "
                         f"{list(models[0].input_shape)}, but got {list(ref_x.shape[1:])} "
                         "(use --no-model for image properties only).")
-    report = drift_report(ref_x, new_x, usable, cfg, batch_size=spec.batch_size)
+    logits = {m.key: ModelLogits(forward_logits(m, torch.nan_to_num(ref_x), spec.batch_size),
+                                 forward_logits(m, torch.nan_to_num(new_x), spec.batch_size),
+                                 m.num_classes) for m in usable}
+    report = drift_report(ref_x, new_x, logits, cfg)
     results += report.as_checks()
     status = _print_results(results, ns.failures_only)
     if report.drifted:

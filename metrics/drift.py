@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from benchmark.core.types import CheckResult, ModelUnderTest
+from benchmark.core.types import CheckResult
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +212,25 @@ def mmd_drift(feature: str, ref: torch.Tensor, new: torch.Tensor, cfg: DriftConf
                                               "n_batch": len(b)})
 
 
+class ModelLogits(NamedTuple):
+    """One model version's logits on the reference set and on the batch."""
+
+    reference: torch.Tensor
+    batch: torch.Tensor
+    num_classes: int
+
+
 def drift_report(reference_x: torch.Tensor, batch_x: torch.Tensor,
-                 models: Sequence[ModelUnderTest] = (), cfg: DriftConfig | None = None,
-                 batch_size: int = 256) -> DriftReport:
-    """Drift of every image property, and for each model version of its
-    predicted classes (``predicted_class[name@version]``) and logits
-    (``logits[name@version]``), between ``reference_x`` and ``batch_x``."""
+                 logits: Mapping[str, ModelLogits] | None = None,
+                 cfg: DriftConfig | None = None) -> DriftReport:
+    """Drift of every image property, and for each model version (``logits``
+    keyed by ``name@version``, computed by the caller) of its predicted
+    classes (``predicted_class[key]``) and logits (``logits[key]``), between
+    ``reference_x`` and ``batch_x``."""
     from metrics.data_checks import image_properties
 
     cfg = cfg or DriftConfig()
+    logits = logits or {}
     if reference_x.ndim != 4 or batch_x.ndim != 4:
         raise ValueError(
             "Expected `reference_x` and `batch_x` as N x C x H x W, but got shapes "
@@ -232,18 +242,14 @@ def drift_report(reference_x: torch.Tensor, batch_x: torch.Tensor,
             f"{list(reference_x.shape[1:])}, but got {list(batch_x.shape[1:])}."
         )
     ref_props, new_props = image_properties(reference_x), image_properties(batch_x)
-    n_tests = len(ref_props) + 2 * len(models)
+    n_tests = len(ref_props) + 2 * len(logits)
     features = [numerical_drift(k, ref_props[k], new_props[k], cfg, n_tests) for k in ref_props]
-    for model in models:
-        from benchmark.models import predict_logits
-
-        ref_logits = predict_logits(model, torch.nan_to_num(reference_x), batch_size)
-        new_logits = predict_logits(model, torch.nan_to_num(batch_x), batch_size)
-        features.append(categorical_drift(f"predicted_class[{model.key}]",
+    for key, (ref_logits, new_logits, num_classes) in logits.items():
+        features.append(categorical_drift(f"predicted_class[{key}]",
                                           ref_logits.argmax(1).numpy(),
                                           new_logits.argmax(1).numpy(), cfg, n_tests,
-                                          categories=model.num_classes))
-        features.append(mmd_drift(f"logits[{model.key}]", ref_logits, new_logits, cfg, n_tests))
+                                          categories=num_classes))
+        features.append(mmd_drift(f"logits[{key}]", ref_logits, new_logits, cfg, n_tests))
     report = DriftReport(n_reference=len(reference_x), n_batch=len(batch_x), features=features)
     log.info("drift: %d of %d features drifted (%s)", len(report.drifted), len(features),
              ", ".join(report.drifted) or "none")

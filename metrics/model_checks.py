@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.core.forward import forward_logits, input_gradient
 from benchmark.core.types import CheckResult, ModelUnderTest
 from metrics.checks_registry import register_check
 
@@ -33,8 +34,7 @@ class ModelContext:
     def forward(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """Outputs of the module on ``x`` (the probe by default), on the CPU, float32."""
         x = self.probe if x is None else x
-        with torch.no_grad():
-            return self.model.module(x.to(self.model.device)).float().cpu()
+        return forward_logits(self.model, x, batch_size=max(1, len(x)))  # one batch
 
 
 def make_probe(x: torch.Tensor, size: int, input_range: tuple[float, float] = (0.0, 1.0),
@@ -198,22 +198,31 @@ def check_output_kind(ctx: ModelContext, *, tolerance: float = 1e-4) -> CheckRes
                        {**evidence, "looks": looks})
 
 
+class _NoClassScores(Exception):
+    """Raised inside the gradient pass when the outputs are not (N, classes) scores."""
+
+
 @register_check("input_gradients", "model")
 def check_input_gradients(ctx: ModelContext, *, zero_fraction: float = 0.5) -> CheckResult:
     """Gradients of the top-two output margin with respect to the input exist, are
     finite and not all zero (gradient attacks need them; zeros mean masked gradients)."""
     name = "input_gradients"
-    x = ctx.probe.detach().to(ctx.model.device).clone().requires_grad_(True)
+    x = ctx.probe
+
+    def margin(out: torch.Tensor) -> torch.Tensor:
+        if out.ndim != 2 or out.shape[1] < 2:
+            raise _NoClassScores(list(out.shape))
+        # The margin of the top two outputs: unlike the cross-entropy it does
+        # not underflow to 0 on confident predictions of a healthy model.
+        top2 = out.topk(2, dim=1).values
+        return (top2[:, 0] - top2[:, 1]).sum()
+
     try:
-        with torch.enable_grad():
-            out = ctx.model.module(x).float()
-            if out.ndim != 2 or out.shape[1] < 2:
-                return CheckResult(name, "fail", f"outputs of shape {list(out.shape)} have no "
-                                   "class scores to differentiate.", {"shape": list(out.shape)})
-            # The margin of the top two outputs: unlike the cross-entropy it does
-            # not underflow to 0 on confident predictions of a healthy model.
-            top2 = out.topk(2, dim=1).values
-            (grad,) = torch.autograd.grad((top2[:, 0] - top2[:, 1]).sum(), x, allow_unused=True)
+        grad = input_gradient(ctx.model, x, margin)
+    except _NoClassScores as exc:
+        shape = exc.args[0]
+        return CheckResult(name, "fail", f"outputs of shape {shape} have no "
+                           "class scores to differentiate.", {"shape": shape})
     except RuntimeError as exc:
         return CheckResult(name, "fail",
                            f"no gradient with respect to the input: {str(exc).splitlines()[0]}",

@@ -1,43 +1,30 @@
-"""Reliability flags of an attack evaluation, each with its evidence.
+"""Reliability flags that read the outcomes of an attack evaluation.
 
-After AutoAttack's checks and the attack-failure indicators of Pintor et
-al. 2022 and Carlini et al. 2019: a robust accuracy is only as good as the
-attacks behind it. Model flags run before any threat (ART switches a model
-to eval mode, which would hide dropout left on); attack flags read the
-per-sample outcomes and re-run attacks on a small subsample.
-
-Each flag is one function registered by name, returning a ``CheckResult``.
+After AutoAttack's checks (Croce & Hein, 2020) and the attack-failure
+indicators of Pintor et al. 2022: a single-step or black-box attack beating
+the iterative white-box ones is a sign of gradient masking. Flags that run
+the model or re-run attacks live in ``attacks/diagnostics.py``; which flags
+a run gets is decided in ``benchmark/reliability_run.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from attacks.diagnostics import ANOMALY_FRACTION
+from attacks.diagnostics import flag_result as _result
 from benchmark.core.errors import ConfigError
-from benchmark.core.registry import Registry
-from benchmark.core.types import CheckResult, EvalSet, ModelUnderTest, Outcome
+from benchmark.core.types import CheckResult, Outcome
 
 if TYPE_CHECKING:
-    from attacks.art_adapter import ArtAdapter
-    from benchmark.config import AttackSpec, RunSpec
+    from benchmark.config import RunSpec
 
 log = logging.getLogger(__name__)
-
-#: Fraction of points with a vanishing gradient that warns / fails.
-ZERO_GRAD_WARN, ZERO_GRAD_FAIL = 0.1, 0.5
-#: Largest logit difference between two forward passes of the same input.
-REPEAT_TOL = 1e-5
-#: Success rate an unbounded budget must reach (warn below, fail far below).
-UNBOUNDED_WARN, UNBOUNDED_FAIL = 0.95, 0.5
-#: Fraction of the subsample an anomaly must reach to warn.
-ANOMALY_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -63,140 +50,13 @@ def parse_reliability(d: Any) -> ReliabilitySpec:
     return ReliabilitySpec(enabled=enabled, n_samples=n)
 
 
-def _result(check: str, status: str, message: str, subject: str, **evidence: Any) -> CheckResult:
-    return CheckResult(check=check, status=status, message=message, evidence=evidence,
-                       subject=subject)
-
-
-def subject_of(model: ModelUnderTest) -> str:
-    return f"{model.key} attacks"
-
-
-# --------------------------------------------------------------------- model flags
-
-ModelFlag = Callable[[ModelUnderTest, torch.Tensor, torch.Tensor], CheckResult]
-MODEL_FLAGS: Registry[ModelFlag] = Registry(
-    "reliability flag", duplicate="Expected a new {kind} name, but {name!r} is registered.")
-
-
-def register_model_flag(name: str) -> Callable[[ModelFlag], ModelFlag]:
-    """Register a model-level reliability flag; a duplicate name raises."""
-    return MODEL_FLAGS.register(name)
-
-
-@register_model_flag("gradients")
-def gradient_flag(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor) -> CheckResult:
-    """Input gradients of the margin loss: unavailable, NaN, or zero for many
-    points means gradient attacks are blind (masking, a non-differentiable step)."""
-    name, subject = "gradients", subject_of(model)
-    xg = x.to(model.device).clone().requires_grad_(True)
-    yd = y.to(model.device)
-    try:
-        with torch.enable_grad():
-            logits = model.module(xg).float()
-            true = logits.gather(1, yd[:, None]).squeeze(1)
-            other = logits.scatter(1, yd[:, None], -torch.inf).amax(1)
-            (grad,) = torch.autograd.grad((other - true).sum(), xg, allow_unused=True)
-    except RuntimeError as exc:
-        return _result(name, "fail", f"input gradients unavailable: {str(exc).splitlines()[0]}",
-                       subject, error=str(exc).splitlines()[0])
-    if grad is None:
-        return _result(name, "fail", "input gradients unavailable (output does not depend on "
-                       "the input through autograd)", subject, error="grad is None")
-    flat = grad.flatten(1)
-    nonfinite = float((~torch.isfinite(flat).all(1)).float().mean())
-    zero = float((flat.abs().amax(1) == 0).float().mean())
-    ev = {"n": len(x), "frac_zero": zero, "frac_nonfinite": nonfinite,
-          "mean_l2": float(torch.nan_to_num(flat).norm(dim=1).mean())}
-    if nonfinite > 0:
-        return _result(name, "fail", f"NaN/inf input gradients on {nonfinite:.0%} of points",
-                       subject, **ev)
-    if zero >= ZERO_GRAD_FAIL:
-        return _result(name, "fail", f"zero input gradients on {zero:.0%} of points", subject, **ev)
-    if zero >= ZERO_GRAD_WARN:
-        return _result(name, "warn", f"zero input gradients on {zero:.0%} of points", subject, **ev)
-    return _result(name, "pass", "input gradients finite and non-zero", subject, **ev)
-
-
-@register_model_flag("deterministic_outputs")
-def repeat_flag(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor) -> CheckResult:
-    """Two forward passes of the same inputs must agree (dropout left on or
-    random defenses make attacks and accuracies noise)."""
-    with torch.no_grad():
-        a = model.module(x.to(model.device)).float()
-        b = model.module(x.to(model.device)).float()
-    diff = float((a - b).abs().max()) if len(a) else 0.0
-    flips = float((a.argmax(1) != b.argmax(1)).float().mean()) if len(a) else 0.0
-    ev = {"n": len(x), "max_abs_diff": diff, "frac_pred_changed": flips}
-    if diff > REPEAT_TOL:
-        return _result("deterministic_outputs", "fail",
-                       f"outputs change across repeated forward passes (max diff {diff:.2g}, "
-                       f"{flips:.0%} predictions changed)", subject_of(model), **ev)
-    return _result("deterministic_outputs", "pass", "repeated forward passes agree",
-                   subject_of(model), **ev)
-
-
-@register_model_flag("logit_outputs")
-def logits_flag(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor) -> CheckResult:
-    """Outputs that are probabilities (or log-probabilities) rather than
-    logits weaken loss-based attacks (saturated softmax of a softmax)."""
-    with torch.no_grad():
-        z = model.module(x.to(model.device)).float()
-    probs = bool(((z >= -1e-6) & (z <= 1 + 1e-6)).all() and
-                 ((z.sum(1) - 1).abs() < 1e-3).all())
-    logprobs = bool((z <= 1e-6).all() and (torch.logsumexp(z, 1).abs() < 1e-3).all())
-    ev = {"n": len(x), "min": float(z.min()), "max": float(z.max()),
-          "max_row_sum_error": float((z.sum(1) - 1).abs().max()), "looks_like": (
-              "probabilities" if probs else "log-probabilities" if logprobs else "logits")}
-    if probs or logprobs:
-        return _result("logit_outputs", "warn",
-                       f"outputs look like {ev['looks_like']}, not logits: attack losses saturate",
-                       subject_of(model), **ev)
-    return _result("logit_outputs", "pass", "outputs look like logits", subject_of(model), **ev)
-
-
-def model_flags(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor,
-                n_samples: int = 32) -> list[CheckResult]:
-    """Every model flag on the first ``n_samples`` points."""
-    xs, ys = x[:n_samples], y[:n_samples]
-    return [flag(model, xs, ys) for flag in MODEL_FLAGS.values()]
-
-
-# -------------------------------------------------------------------- attack flags
-
-
-def _by_attack(outcomes: Sequence[Outcome]) -> dict[str, list[Outcome]]:
+def by_attack(outcomes: Sequence[Outcome]) -> dict[str, list[Outcome]]:
+    """Attack outcomes by attack name, each list in increasing eps."""
     out: dict[str, list[Outcome]] = {}
     for o in outcomes:
         if o.threat.family == "attack":
             out.setdefault(o.threat.name, []).append(o)
     return {k: sorted(v, key=lambda o: float(o.threat.param or 0.0)) for k, v in out.items()}
-
-
-def monotone_flag(name: str, outs: Sequence[Outcome], subject: str,
-                  sub: np.ndarray | None = None, hit_top: np.ndarray | None = None
-                  ) -> CheckResult:
-    """Robust accuracy must not rise with eps: neither in the outcomes, nor
-    for points broken at a smaller eps when the largest eps is attacked on
-    its own (``hit_top``: success per point of ``sub``) -- an attack that
-    fails with more budget is failing."""
-    acc = [o.accuracy for o in outs]
-    ev: dict[str, Any] = {"attack": name, "eps": [o.threat.param for o in outs], "accuracy": acc}
-    if any(b > a + 1e-12 for a, b in zip(acc, acc[1:], strict=False)):
-        return _result("accuracy_monotone", "fail", f"{name}: robust accuracy rises with eps",
-                       subject, **ev)
-    if sub is not None and hit_top is not None and len(sub):
-        top = float(outs[-1].threat.param or 0.0)
-        eps_broken = outs[-1].columns["eps_broken"][sub]
-        lost = np.flatnonzero((eps_broken < top) & ~hit_top)
-        ev.update(n_checked=len(sub), survive_larger_eps=len(lost),
-                  points=sub[lost][:10].tolist())
-        if len(lost) and len(lost) > ANOMALY_FRACTION * len(sub):
-            return _result("accuracy_monotone", "warn",
-                           f"{name}: {len(lost)} of {len(sub)} points broken at a smaller eps "
-                           f"survive an attack at eps={top:g} alone", subject, **ev)
-    return _result("accuracy_monotone", "pass", f"{name}: robust accuracy never rises with eps",
-                   subject, **ev)
 
 
 def weaker_attack_flag(outcomes: Sequence[Outcome], subject: str) -> CheckResult:
@@ -250,123 +110,6 @@ def weaker_attack_flag(outcomes: Sequence[Outcome], subject: str) -> CheckResult
                    else "no comparable attacks in this run", subject, **ev)
 
 
-def unbounded_flag(name: str, rate: float, n: int, subject: str) -> CheckResult:
-    """With eps = the whole input range every point can be broken: an attack
-    that does not reach ~100% there is failing, not the model robust."""
-    ev = {"attack": name, "success_rate": rate, "n": n}
-    if n == 0 or math.isnan(rate):
-        return _result("unbounded_budget", "pass", f"{name}: no point to check", subject, **ev)
-    status = ("fail" if rate < UNBOUNDED_FAIL else "warn" if rate < UNBOUNDED_WARN else "pass")
-    return _result("unbounded_budget", status,
-                   f"{name}: {rate:.0%} success with an unbounded budget", subject, **ev)
-
-
-def _attack(adapter: ArtAdapter, spec: AttackSpec, eps: float, xs: torch.Tensor,
-            ys: torch.Tensor, seed: int) -> tuple[np.ndarray, float]:
-    """Attack every point of ``xs`` at ``eps`` (no early exit): per-point
-    success by our forward pass, and the mean cross-entropy of the examples."""
-    from attacks.budgets import attack_points, choose_targets, predict
-
-    target = choose_targets(adapter, spec, xs, ys, seed)
-    labels = ys if target is None else torch.from_numpy(target)
-    x_adv = attack_points(adapter, spec, eps, xs, labels, seed)
-    p = predict(adapter.model, x_adv, adapter.batch_size)
-    hit = p == target if target is not None else p != ys.numpy()
-    with torch.no_grad():
-        logits = adapter.model.module(x_adv).float()
-        loss = float(torch.nn.functional.cross_entropy(logits, ys.to(logits.device)))
-    return hit, loss
-
-
-def attack_flags(adapter: ArtAdapter, spec: AttackSpec, outs: Sequence[Outcome],
-                 x: torch.Tensor, y: torch.Tensor, clean_pred: np.ndarray, seed: int,
-                 n_samples: int = 32) -> list[CheckResult]:
-    """Per attack: accuracy monotone in eps, an unbounded budget reaching
-    ~100%, and the optimization complete (twice the iterations on a
-    subsample break no more points)."""
-    from benchmark.config import max_budget
-
-    model = adapter.model
-    subject = subject_of(model)
-    correct = np.flatnonzero(clean_pred == y.numpy())
-    sub = correct[:n_samples]
-    xs, ys = x[torch.from_numpy(sub)], y[torch.from_numpy(sub)]
-    results: list[CheckResult] = []
-    budgeted = not spec.minimum_norm and not spec.members
-    top = float(spec.eps[-1])
-    hit_top = loss_top = None
-    if budgeted and len(sub):
-        hit_top, loss_top = _attack(adapter, spec, top, xs, ys, seed)
-    results.append(monotone_flag(spec.name, outs, subject, sub, hit_top))
-    if budgeted and spec.has_ball and len(sub):
-        hit, _ = _attack(adapter, spec, max_budget(spec.norm, model.input_shape), xs, ys, seed)
-        results.append(unbounded_flag(spec.name, float(hit.mean()), len(sub), subject))
-    elif spec.minimum_norm:
-        dist = outs[-1].columns["distance"][correct]
-        results.append(unbounded_flag(spec.name, float(np.isfinite(dist).mean())
-                                      if len(dist) else math.nan, len(dist), subject))
-    max_iter = spec.kwargs.get("max_iter")
-    if hit_top is not None and isinstance(max_iter, int) and max_iter > 0:
-        from benchmark.config import AttackSpec as Spec
-
-        twice = Spec(**{**spec.__dict__, "kwargs": {**spec.kwargs, "max_iter": 2 * max_iter}})
-        hit_2x, loss_2x = _attack(adapter, twice, top, xs, ys, seed)
-        extra = int((hit_2x & ~hit_top).sum())
-        ev = {"attack": spec.name, "eps": top, "n": len(sub), "max_iter": max_iter,
-              "success": float(hit_top.mean()), "success_2x": float(hit_2x.mean()),
-              "extra_broken_2x": extra, "loss": loss_top, "loss_2x": loss_2x}
-        if extra and extra > ANOMALY_FRACTION * len(sub):
-            results.append(_result("optimization_complete", "warn",
-                                   f"{spec.name}: twice the iterations break {extra} more of "
-                                   f"{len(sub)} points at eps={top:g}", subject, **ev))
-        else:
-            results.append(_result("optimization_complete", "pass",
-                                   f"{spec.name}: twice the iterations break no more points",
-                                   subject, **ev))
-    return results
-
-
-def reliability_checks(adapters: dict[str, ArtAdapter], attacks: dict[str, AttackSpec],
-                       outcomes: Sequence[Outcome], x: torch.Tensor, y: torch.Tensor,
-                       clean_preds: dict[str, np.ndarray], seed: int,
-                       n_samples: int = 32) -> list[CheckResult]:
-    """Every attack flag, per model version (keyed by ``model.key``)."""
-    results: list[CheckResult] = []
-    for key, adapter in adapters.items():
-        mine = [o for o in outcomes if o.model_key == key]
-        per_attack = _by_attack(mine)
-        for name, spec in attacks.items():
-            if name in per_attack:
-                results.extend(attack_flags(adapter, spec, per_attack[name], x, y,
-                                            clean_preds[key], seed, n_samples))
-        results.append(weaker_attack_flag(mine, subject_of(adapter.model)))
-    return results
-
-
 def _settings(spec: RunSpec) -> ReliabilitySpec:
     settings = spec.extras.get("reliability")
     return settings if isinstance(settings, ReliabilitySpec) else ReliabilitySpec()
-
-
-def flags_before_threats(spec: RunSpec, data: EvalSet,
-                         models: Sequence[ModelUnderTest]) -> list[CheckResult]:
-    """Model flags of every version, before ART touches the models."""
-    settings = _settings(spec)
-    if not settings.enabled or not spec.attacks:
-        return []
-    return [r for m in models for r in model_flags(m, data.x, data.y, settings.n_samples)]
-
-
-def flags_after_threats(spec: RunSpec, data: EvalSet, models: Sequence[ModelUnderTest],
-                        outcomes: Sequence[Outcome]) -> list[CheckResult]:
-    """Attack flags of every version, from the run's outcomes and re-runs on
-    a subsample."""
-    from attacks.art_adapter import ArtAdapter
-
-    settings = _settings(spec)
-    if not settings.enabled or not spec.attacks:
-        return []
-    clean = {o.model_key: o.pred for o in outcomes if o.threat.family == "clean"}
-    adapters = {m.key: ArtAdapter(m, spec.batch_size) for m in models if m.key in clean}
-    return reliability_checks(adapters, spec.attacks, outcomes, data.x, data.y, clean,
-                              spec.seed, settings.n_samples)

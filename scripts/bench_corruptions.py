@@ -37,8 +37,7 @@ from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 from scipy import ndimage as nd
 
-from attacks.corruption_params import CIFAR
-from attacks.corruptions import COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt
+from attacks.corruptions import COMMON_CORRUPTIONS, EXTRA_CORRUPTIONS, corrupt, param_table
 
 Ref = Callable[[np.ndarray, object], np.ndarray]
 SEVERITY = 3
@@ -306,7 +305,7 @@ def _best_times(name: str, ref: Ref, x: torch.Tensor, ref_imgs: np.ndarray,
                 batch_size: int, threads: list[int], repeats: int) -> dict[str, float]:
     """Best per-image times over interleaved rounds: rtb wall at each thread
     count, rtb CPU at 1 thread, reference wall and CPU."""
-    c = CIFAR[name][SEVERITY - 1]
+    c = param_table("cifar")[name][SEVERITY - 1]
     n = len(x)
     corrupt(x[:8], name, SEVERITY, keys=range(8))  # warm up
     best: dict[str, float] = {}

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks.corruption_params import CIFAR, IMAGENET, resolve_param_set
 from attacks.corruptions import (
     COMMON_CORRUPTIONS,
     EXTRA_CORRUPTIONS,
@@ -20,9 +19,13 @@ from attacks.corruptions import (
     corruption_info,
     get_corruption,
     list_corruptions,
+    param_table,
     register_corruption,
+    resolve_param_set,
     sample_keys,
 )
+
+CIFAR, IMAGENET = param_table("cifar"), param_table("imagenet")
 
 ALL = list_corruptions()
 RANDOM = {"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur",
@@ -65,6 +68,17 @@ def test_duplicate_and_unknown_names_raise() -> None:
         get_corruption("nope")
     with pytest.raises(ValueError, match="Unknown corruption"):
         corrupt(torch.rand(1, 3, 8, 8), "nope", 1)
+
+
+def test_a_corruption_without_its_parameters_fails_at_registration() -> None:
+    with pytest.raises(ValueError, match="Expected `params` of corruption 'new_one' to map"):
+        register_corruption("new_one", category="noise")
+    with pytest.raises(ValueError, match="Expected `params` of corruption 'new_one' to map"):
+        register_corruption("new_one", category="noise", params={"cifar": (1, 2, 3, 4, 5)})
+    with pytest.raises(ValueError, match=r"Expected `params\['imagenet'\]` of corruption"):
+        register_corruption("new_one", category="noise",
+                            params={"cifar": (1, 2, 3, 4, 5), "imagenet": (1, 2)})
+    assert "new_one" not in list_corruptions()
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -439,7 +453,7 @@ def test_sample_rng_poisson_rows_depend_only_on_their_seed_and_check_rates() -> 
 
 
 def test_zoom_blur_operator_equals_the_sum_of_zooms() -> None:
-    from attacks.corruptions import clipped_zoom
+    from attacks.image_ops import clipped_zoom
 
     for x in (smooth_images(3, 3, 32), smooth_images(2, 1, 20)[..., :14]):
         for severity in (1, 5):

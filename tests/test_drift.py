@@ -9,8 +9,11 @@ import pytest
 import torch
 from conftest import make_evalset, make_model
 
+from benchmark.core.forward import forward_logits
+from benchmark.core.types import ModelUnderTest
 from metrics.drift import (
     DriftConfig,
+    ModelLogits,
     categorical_drift,
     drift_report,
     mmd_drift,
@@ -24,6 +27,14 @@ def sample(n: int, seed: int) -> torch.Tensor:
     return d.x[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
 
 
+def model_logits(models: list[ModelUnderTest], ref: torch.Tensor,
+                 new: torch.Tensor) -> dict[str, ModelLogits]:
+    """What the caller of ``drift_report`` computes: each version's logits on both sets."""
+    return {m.key: ModelLogits(forward_logits(m, torch.nan_to_num(ref), 256),
+                               forward_logits(m, torch.nan_to_num(new), 256), m.num_classes)
+            for m in models}
+
+
 def brighten(x: torch.Tensor) -> torch.Tensor:
     return (x + 0.15).clamp(0, 1)
 
@@ -35,7 +46,8 @@ def add_noise(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("n", [200, 3000])  # a KS test; a Wasserstein threshold (noise ~0.05 at 3000)
 def test_fresh_sample_is_not_flagged(n: int) -> None:
-    report = drift_report(sample(n, 0), sample(n, 1), [make_model(size=12)])
+    ref, new = sample(n, 0), sample(n, 1)
+    report = drift_report(ref, new, model_logits([make_model(size=12)], ref, new))
     assert report.drifted == [], [f.as_check().message for f in report.features]
     tests = {f.test for f in report.features}
     assert ("ks" in tests) == (n <= 1000) and ("wasserstein" in tests) == (n > 1000)
@@ -61,9 +73,9 @@ def test_model_outputs_drift_when_the_classes_shift() -> None:
     ref = make_evalset(n=300, size=12, seed=0)
     new = make_evalset(n=300, size=12, seed=1)
     only_zero = new.x[new.y == 0]
-    report = drift_report(ref.x, only_zero, [model])
+    report = drift_report(ref.x, only_zero, model_logits([model], ref.x, only_zero))
     assert {"predicted_class[tiny@v1]", "logits[tiny@v1]"} <= set(report.drifted)
-    same = drift_report(ref.x, new.x, [model])
+    same = drift_report(ref.x, new.x, model_logits([model], ref.x, new.x))
     assert same.drifted == []
 
 

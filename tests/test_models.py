@@ -11,7 +11,8 @@ from torch import nn
 
 from benchmark.config import ModelSpec
 from benchmark.core.errors import CheckpointError, ConfigError
-from benchmark.models import Normalized, load_model, predict_logits, resolve_device
+from benchmark.core.forward import forward_logits
+from benchmark.models import Normalized, load_model, resolve_device
 from benchmark.nets import TinyMLP
 
 ARCH = {"_target_": "benchmark.nets.TinyMLP", "in_features": 64, "num_classes": 3, "hidden": 8}
@@ -43,13 +44,13 @@ def test_load_state_dict_eval_frozen_and_sha(ckpt, net):
     assert all(not p.requires_grad for p in m.module.parameters())
     assert m.sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     x = torch.rand(4, 1, 8, 8)
-    torch.testing.assert_close(predict_logits(m, x), net(x))
+    torch.testing.assert_close(forward_logits(m, x), net(x))
 
 
 def test_normalization_is_folded_in(ckpt, net):
     m = load_model(mspec(ckpt, mean=(0.5,), std=(0.25,)), torch.device("cpu"))
     x = torch.rand(4, 1, 8, 8)
-    torch.testing.assert_close(predict_logits(m, x), net((x - 0.5) / 0.25))
+    torch.testing.assert_close(forward_logits(m, x), net((x - 0.5) / 0.25))
     assert isinstance(m.module, Normalized)
 
 
@@ -119,7 +120,7 @@ def test_torchscript(tmp_path, net):
     torch.jit.script(net).save(str(path))
     m = load_model(mspec(path, format="torchscript"), torch.device("cpu"))
     x = torch.rand(2, 1, 8, 8)
-    torch.testing.assert_close(predict_logits(m, x), net(x))
+    torch.testing.assert_close(forward_logits(m, x), net(x))
     with pytest.raises(CheckpointError, match="not a TorchScript file"):
         load_model(mspec(tmp_path / "m.ts", format="torchscript", checkpoint=str(
             _write(tmp_path / "x.ts", b"nope"))), torch.device("cpu"))
@@ -138,7 +139,7 @@ def test_torchvision_architecture_by_name(tmp_path):
     torch.save(net.state_dict(), path)
     m = load_model(mspec(path, architecture="resnet18", num_classes=10, input_shape=(3, 32, 32),
                          mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2)), torch.device("cpu"))
-    assert predict_logits(m, torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert forward_logits(m, torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
 def test_architecture_constructor_error_is_one_line(ckpt):

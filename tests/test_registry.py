@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from attacks.corruptions import CORRUPTIONS
+from attacks.diagnostics import MODEL_FLAGS
 from attacks.faults import FAULTS
 from attacks.targets import TARGET_RULES
 from benchmark.core.errors import ConfigError, DataError
@@ -14,7 +15,6 @@ from metrics.checks import list_checks
 from metrics.checks_registry import _CHECKS
 from metrics.groups import FEATURE_KINDS
 from metrics.properties import PROPERTIES
-from metrics.reliability import MODEL_FLAGS
 
 
 def _abc() -> Registry[int]:

@@ -12,18 +12,17 @@ from torch import nn
 
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import independent_outcome, predict, run_attack
-from benchmark.config import AttackSpec, parse_attack
-from benchmark.core.errors import ConfigError
-from benchmark.core.types import EvalSet, ModelUnderTest
-from metrics.reliability import (
+from attacks.diagnostics import (
     attack_flags,
     gradient_flag,
     logits_flag,
     monotone_flag,
-    parse_reliability,
     repeat_flag,
-    weaker_attack_flag,
 )
+from benchmark.config import AttackSpec, parse_attack
+from benchmark.core.errors import ConfigError
+from benchmark.core.types import EvalSet, ModelUnderTest
+from metrics.reliability import parse_reliability, weaker_attack_flag
 
 SHAPE = (1, 8, 8)
 
