@@ -34,7 +34,7 @@ from attacks.art_adapter import (
     seed_everything,
 )
 from attacks.targets import get_target_rule
-from benchmark.config import AttackSpec
+from benchmark.core.specs import AttackSpec
 from benchmark.core.types import ModelUnderTest, Outcome, Threat
 from benchmark.models import predict_logits
 

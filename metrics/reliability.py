@@ -14,19 +14,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from benchmark.core.errors import ConfigError
 from benchmark.core.registry import Registry
+from benchmark.core.specs import ReliabilitySpec
 from benchmark.core.types import CheckResult, EvalSet, ModelUnderTest, Outcome
 
 if TYPE_CHECKING:
     from attacks.art_adapter import ArtAdapter
-    from benchmark.config import AttackSpec, RunSpec
+    from benchmark.core.specs import AttackSpec, RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -38,29 +37,6 @@ REPEAT_TOL = 1e-5
 UNBOUNDED_WARN, UNBOUNDED_FAIL = 0.95, 0.5
 #: Fraction of the subsample an anomaly must reach to warn.
 ANOMALY_FRACTION = 0.05
-
-
-@dataclass(frozen=True)
-class ReliabilitySpec:
-    """The ``reliability:`` config section."""
-
-    enabled: bool = True
-    n_samples: int = 32
-
-
-def parse_reliability(d: Any) -> ReliabilitySpec:
-    if not isinstance(d, dict):
-        raise ConfigError(f"Expected `reliability` to be a mapping, but got {d!r}.")
-    unknown = sorted(set(d) - {"enabled", "n_samples"})
-    if unknown:
-        raise ConfigError(f"Unknown config key `reliability.{unknown[0]}`; expected one of: "
-                          "enabled, n_samples.")
-    enabled, n = d.get("enabled", True), d.get("n_samples", 32)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"Expected `reliability.enabled` to be true or false, but got {enabled!r}.")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"Expected `reliability.n_samples` to be an integer >= 1, but got {n!r}.")
-    return ReliabilitySpec(enabled=enabled, n_samples=n)
 
 
 def _result(check: str, status: str, message: str, subject: str, **evidence: Any) -> CheckResult:
@@ -284,7 +260,7 @@ def attack_flags(adapter: ArtAdapter, spec: AttackSpec, outs: Sequence[Outcome],
     """Per attack: accuracy monotone in eps, an unbounded budget reaching
     ~100%, and the optimization complete (twice the iterations on a
     subsample break no more points)."""
-    from benchmark.config import max_budget
+    from benchmark.core.specs import max_budget
 
     model = adapter.model
     subject = subject_of(model)
@@ -307,7 +283,7 @@ def attack_flags(adapter: ArtAdapter, spec: AttackSpec, outs: Sequence[Outcome],
                                       if len(dist) else math.nan, len(dist), subject))
     max_iter = spec.kwargs.get("max_iter")
     if hit_top is not None and isinstance(max_iter, int) and max_iter > 0:
-        from benchmark.config import AttackSpec as Spec
+        from benchmark.core.specs import AttackSpec as Spec
 
         twice = Spec(**{**spec.__dict__, "kwargs": {**spec.kwargs, "max_iter": 2 * max_iter}})
         hit_2x, loss_2x = _attack(adapter, twice, top, xs, ys, seed)
@@ -344,8 +320,7 @@ def reliability_checks(adapters: dict[str, ArtAdapter], attacks: dict[str, Attac
 
 
 def _settings(spec: RunSpec) -> ReliabilitySpec:
-    settings = spec.extras.get("reliability")
-    return settings if isinstance(settings, ReliabilitySpec) else ReliabilitySpec()
+    return spec.reliability
 
 
 def flags_before_threats(spec: RunSpec, data: EvalSet,

@@ -16,8 +16,9 @@ from attacks.art_adapter import ArtAdapter, attack_kind, project
 from attacks.budgets import attack_points, predict, run_attack
 from attacks.targets import TARGET_RULES, get_target_rule, register_target_rule
 from benchmark.compose import compose, group_options, to_container
-from benchmark.config import AttackSpec, parse_attack
 from benchmark.core.errors import ConfigError
+from benchmark.core.specs import AttackSpec
+from benchmark.schema import parse_attack
 
 SHAPE = (1, 8, 8)
 

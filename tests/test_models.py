@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.config import ModelSpec
 from benchmark.core.errors import CheckpointError, ConfigError
+from benchmark.core.specs import ModelSpec
 from benchmark.models import Normalized, load_model, predict_logits, resolve_device
 from benchmark.nets import TinyMLP
 

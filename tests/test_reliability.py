@@ -12,15 +12,15 @@ from torch import nn
 
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import independent_outcome, predict, run_attack
-from benchmark.config import AttackSpec, parse_attack
 from benchmark.core.errors import ConfigError
+from benchmark.core.specs import AttackSpec
 from benchmark.core.types import EvalSet, ModelUnderTest
+from benchmark.schema import parse_attack, parse_reliability
 from metrics.reliability import (
     attack_flags,
     gradient_flag,
     logits_flag,
     monotone_flag,
-    parse_reliability,
     repeat_flag,
     weaker_attack_flag,
 )
