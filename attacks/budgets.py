@@ -34,8 +34,8 @@ from attacks.art_adapter import (
     seed_everything,
 )
 from attacks.targets import get_target_rule
-from benchmark.config import AttackSpec
 from benchmark.core.forward import forward_logits, predict
+from benchmark.core.specs import AttackSpec
 from benchmark.core.types import ModelUnderTest, Outcome, Threat
 
 log = logging.getLogger(__name__)

@@ -1,176 +1,35 @@
-"""Corruption and fault suites: their typed config sections, and their
-per-sample outcomes for the runner.
+"""Corruption and fault suites: their per-sample outcomes for the runner.
 
 ``corruption:`` (``conf/corruption/*.yaml``) names corruptions, severities,
 the parameter set and the baseline version for mCE; ``fault:``
-(``conf/fault/*.yaml``) names faults with their parameters. The runner calls
-``suite_steps``, ``suite_outcomes`` and nothing else from here.
+(``conf/fault/*.yaml``) names faults with their parameters (both parsed in
+``benchmark.schema.suites``). The runner calls ``suite_steps``,
+``suite_outcomes`` and nothing else from here.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from attacks.corruptions import (
-    PARAM_SETS,
-    SEVERITIES,
-    corrupt,
-    list_corruptions,
-    resolve_param_set,
-    sample_keys,
-)
-from attacks.faults import fault_params, get_fault, list_faults
-from benchmark.core.errors import ConfigError
+from attacks.corruptions import corrupt, resolve_param_set, sample_keys
+from attacks.faults import get_fault
 from benchmark.core.forward import predict_finite
+from benchmark.core.specs import CorruptionSuiteSpec, FaultSuiteSpec, ModelSpec
 from benchmark.core.types import EvalSet, ModelUnderTest, Outcome, Threat
 
-CORRUPTION_KEYS = ("name", "corruptions", "severities", "param_set", "baseline", "seed")
-FAULT_KEYS = ("name", "faults", "seed")
-#: Fault parameters the runner fills in itself.
-RUNNER_FAULT_PARAMS = ("keys",)
 
-
-@dataclass(frozen=True)
-class CorruptionSuiteSpec:
-    """Typed view of ``conf/corruption/<suite>.yaml``.
-
-    ``baseline`` is the ``name@version`` that normalises CE and mCE;
-    ``seed`` None means the run's seed.
-    """
-
-    name: str
-    corruptions: tuple[str, ...]
-    severities: tuple[int, ...] = SEVERITIES
-    param_set: str = "auto"
-    baseline: str | None = None
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FaultSuiteSpec:
-    """Typed view of ``conf/fault/<suite>.yaml``."""
-
-    name: str
-    faults: tuple[FaultSpec, ...]
-    seed: int | None = None
-
-
-def _fail(where: str, wanted: str, got: Any) -> ConfigError:
-    return ConfigError(f"Expected `{where}` to be {wanted}, but got {got!r}.")
-
-
-def _unknown(where: str, d: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    bad = sorted(k for k in d if k not in allowed)
-    if bad:
-        raise ConfigError(
-            f"Unknown config key `{where}.{bad[0]}`; expected one of: {', '.join(allowed)}."
-        )
-
-
-def _seed(where: str, v: Any) -> int | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _fail(where, "a non-negative integer or null", v)
-    return v
-
-
-def parse_corruption_suite(d: Any) -> CorruptionSuiteSpec:
-    """Validate the ``corruption:`` section."""
-    if not isinstance(d, Mapping):
-        raise _fail("corruption", "a mapping (select a suite with corruption=NAME)", d)
-    _unknown("corruption", d, CORRUPTION_KEYS)
-    names = d.get("corruptions")
-    known = list_corruptions()
-    if names == "all":
-        names = known
-    if not isinstance(names, (list, tuple)) or not names:
-        raise _fail("corruption.corruptions", "a non-empty list of corruption names", names)
-    for n in names:
-        if n not in known:
-            raise ConfigError(
-                f"Unknown corruption {n!r} in `corruption.corruptions`; expected one of: "
-                f"{', '.join(known)}."
-            )
-    sev = d.get("severities", list(SEVERITIES))
-    if isinstance(sev, int) and not isinstance(sev, bool):
-        sev = [sev]
-    if not isinstance(sev, (list, tuple)) or not sev or any(
-        isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 5 for s in sev
-    ):
-        raise _fail("corruption.severities", "a non-empty list of integers in 1..5", sev)
-    param_set = d.get("param_set", "auto")
-    if param_set not in PARAM_SETS:
-        raise _fail("corruption.param_set", f"one of {', '.join(PARAM_SETS)}", param_set)
-    baseline = d.get("baseline")
-    if baseline is not None and (not isinstance(baseline, str) or baseline.count("@") != 1):
-        raise _fail("corruption.baseline", "a model version as NAME@VERSION or null", baseline)
-    return CorruptionSuiteSpec(
-        name=str(d.get("name", "custom")),
-        corruptions=tuple(dict.fromkeys(names)),
-        severities=tuple(sorted(set(sev))),
-        param_set=param_set,
-        baseline=baseline,
-        seed=_seed("corruption.seed", d.get("seed")),
-    )
-
-
-def parse_fault_suite(d: Any) -> FaultSuiteSpec:
-    """Validate the ``fault:`` section; each fault's parameters are checked
-    against its signature."""
-    if not isinstance(d, Mapping):
-        raise _fail("fault", "a mapping (select a suite with fault=NAME)", d)
-    _unknown("fault", d, FAULT_KEYS)
-    faults = d.get("faults")
-    if isinstance(faults, (list, tuple)):
-        faults = {f: {} for f in faults}
-    if not isinstance(faults, Mapping) or not faults:
-        raise _fail("fault.faults", "a non-empty mapping of fault name to parameters", faults)
-    specs = []
-    for name, params in faults.items():
-        if name not in list_faults():
-            raise ConfigError(
-                f"Unknown fault {name!r} in `fault.faults`; expected one of: "
-                f"{', '.join(list_faults())}."
-            )
-        params = dict(params or {})
-        allowed = [k for k in fault_params(name) if k not in RUNNER_FAULT_PARAMS]
-        for k in params:
-            if k not in allowed:
-                raise ConfigError(
-                    f"Unknown parameter `fault.faults.{name}.{k}`; expected one of: "
-                    f"{', '.join(allowed) or '(none)'}."
-                )
-        try:
-            get_fault(name)(torch.zeros(1, 3, 4, 4), **params)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"Invalid parameters for fault {name!r}: {exc}") from None
-        specs.append(FaultSpec(name=name, params=params))
-    return FaultSuiteSpec(name=str(d.get("name", "custom")), faults=tuple(specs),
-                          seed=_seed("fault.seed", d.get("seed")))
-
-
-def suite_steps(extras: Mapping[str, Any]) -> int:
+def suite_steps(corruption: CorruptionSuiteSpec | None, fault: FaultSuiteSpec | None) -> int:
     """Progress units per model version for the corruption and fault suites."""
     steps = 0
-    c = extras.get("corruption")
-    if isinstance(c, CorruptionSuiteSpec):
-        steps += len(c.corruptions) * len(c.severities)
-    f = extras.get("fault")
-    if isinstance(f, FaultSuiteSpec):
-        steps += len(f.faults)
+    if corruption is not None:
+        steps += len(corruption.corruptions) * len(corruption.severities)
+    if fault is not None:
+        steps += len(fault.faults)
     return steps
 
 
@@ -226,10 +85,11 @@ def corruption_outcomes(
                 on_step()
 
 
-def _model_normalization(model: ModelUnderTest, model_specs: Mapping[str, Any]) -> dict[str, Any]:
+def _model_normalization(model: ModelUnderTest, model_specs: Mapping[str, ModelSpec]
+                         ) -> dict[str, Any]:
     """The version's own mean/std when it has a non-trivial normalization."""
     for ms in model_specs.values():
-        if getattr(ms, "ref", None) == model.key:
+        if ms.ref == model.key:
             mean, std = tuple(ms.mean), tuple(ms.std)
             if any(m != 0.0 for m in mean) or any(s != 1.0 for s in std):
                 return {"mean": list(mean), "std": list(std)}
@@ -238,7 +98,7 @@ def _model_normalization(model: ModelUnderTest, model_specs: Mapping[str, Any]) 
 
 def fault_outcomes(
     suite: FaultSuiteSpec, model: ModelUnderTest, data: EvalSet, batch_size: int, seed: int,
-    model_specs: Mapping[str, Any] | None = None, on_step: Callable[[], None] | None = None,
+    model_specs: Mapping[str, ModelSpec] | None = None, on_step: Callable[[], None] | None = None,
 ) -> Iterator[Outcome]:
     """Per-sample outcomes under each fault; a sample whose logits are not
     all finite counts as misclassified (its ``finite`` column says which)."""
@@ -270,13 +130,12 @@ def fault_outcomes(
             on_step()
 
 
-def suite_outcomes(spec: Any, model: ModelUnderTest, data: EvalSet,
+def suite_outcomes(corruption: CorruptionSuiteSpec | None, fault: FaultSuiteSpec | None,
+                   model: ModelUnderTest, data: EvalSet, batch_size: int, seed: int,
+                   model_specs: Mapping[str, ModelSpec] | None = None,
                    on_step: Callable[[], None] | None = None) -> Iterator[Outcome]:
-    """Every corruption and fault outcome of a run (``spec`` is the RunSpec)."""
-    c = spec.extras.get("corruption")
-    if isinstance(c, CorruptionSuiteSpec):
-        yield from corruption_outcomes(c, model, data, spec.batch_size, spec.seed, on_step)
-    f = spec.extras.get("fault")
-    if isinstance(f, FaultSuiteSpec):
-        yield from fault_outcomes(f, model, data, spec.batch_size, spec.seed, spec.models,
-                                  on_step)
+    """Every corruption and fault outcome of a run against one model version."""
+    if corruption is not None:
+        yield from corruption_outcomes(corruption, model, data, batch_size, seed, on_step)
+    if fault is not None:
+        yield from fault_outcomes(fault, model, data, batch_size, seed, model_specs, on_step)

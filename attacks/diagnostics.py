@@ -24,10 +24,10 @@ import torch
 
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import attack_points, choose_targets
-from benchmark.config import AttackSpec, max_budget
 from benchmark.core.forward import forward_logits, input_gradient
 from benchmark.core.registry import Registry
-from benchmark.core.types import CheckResult, ModelUnderTest, Outcome
+from benchmark.core.specs import ANOMALY_FRACTION, AttackSpec, max_budget
+from benchmark.core.types import CheckResult, ModelUnderTest, Outcome, check_result
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +37,6 @@ ZERO_GRAD_WARN, ZERO_GRAD_FAIL = 0.1, 0.5
 REPEAT_TOL = 1e-5
 #: Success rate an unbounded budget must reach (warn below, fail far below).
 UNBOUNDED_WARN, UNBOUNDED_FAIL = 0.95, 0.5
-#: Fraction of the subsample an anomaly must reach to warn.
-ANOMALY_FRACTION = 0.05
-
-
-def flag_result(check: str, status: str, message: str, subject: str,
-                **evidence: Any) -> CheckResult:
-    """A reliability flag's result, with its evidence as keyword arguments."""
-    return CheckResult(check=check, status=status, message=message, evidence=evidence,
-                       subject=subject)
-
 
 def subject_of(model: ModelUnderTest) -> str:
     """The subject reliability flags of ``model`` are reported under."""
@@ -80,10 +70,10 @@ def gradient_flag(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor) -> Ch
     try:
         grad = input_gradient(model, x, margin)
     except RuntimeError as exc:
-        return flag_result(name, "fail", f"input gradients unavailable: {str(exc).splitlines()[0]}",
+        return check_result(name, "fail", f"input gradients unavailable: {str(exc).splitlines()[0]}",
                        subject, error=str(exc).splitlines()[0])
     if grad is None:
-        return flag_result(name, "fail", "input gradients unavailable (output does not depend on "
+        return check_result(name, "fail", "input gradients unavailable (output does not depend on "
                        "the input through autograd)", subject, error="grad is None")
     flat = grad.flatten(1)
     nonfinite = float((~torch.isfinite(flat).all(1)).float().mean())
@@ -91,13 +81,13 @@ def gradient_flag(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor) -> Ch
     ev = {"n": len(x), "frac_zero": zero, "frac_nonfinite": nonfinite,
           "mean_l2": float(torch.nan_to_num(flat).norm(dim=1).mean())}
     if nonfinite > 0:
-        return flag_result(name, "fail", f"NaN/inf input gradients on {nonfinite:.0%} of points",
+        return check_result(name, "fail", f"NaN/inf input gradients on {nonfinite:.0%} of points",
                        subject, **ev)
     if zero >= ZERO_GRAD_FAIL:
-        return flag_result(name, "fail", f"zero input gradients on {zero:.0%} of points", subject, **ev)
+        return check_result(name, "fail", f"zero input gradients on {zero:.0%} of points", subject, **ev)
     if zero >= ZERO_GRAD_WARN:
-        return flag_result(name, "warn", f"zero input gradients on {zero:.0%} of points", subject, **ev)
-    return flag_result(name, "pass", "input gradients finite and non-zero", subject, **ev)
+        return check_result(name, "warn", f"zero input gradients on {zero:.0%} of points", subject, **ev)
+    return check_result(name, "pass", "input gradients finite and non-zero", subject, **ev)
 
 
 @register_model_flag("deterministic_outputs")
@@ -110,10 +100,10 @@ def repeat_flag(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor) -> Chec
     flips = float((a.argmax(1) != b.argmax(1)).float().mean()) if len(a) else 0.0
     ev = {"n": len(x), "max_abs_diff": diff, "frac_pred_changed": flips}
     if diff > REPEAT_TOL:
-        return flag_result("deterministic_outputs", "fail",
+        return check_result("deterministic_outputs", "fail",
                        f"outputs change across repeated forward passes (max diff {diff:.2g}, "
                        f"{flips:.0%} predictions changed)", subject_of(model), **ev)
-    return flag_result("deterministic_outputs", "pass", "repeated forward passes agree",
+    return check_result("deterministic_outputs", "pass", "repeated forward passes agree",
                    subject_of(model), **ev)
 
 
@@ -129,10 +119,10 @@ def logits_flag(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor) -> Chec
           "max_row_sum_error": float((z.sum(1) - 1).abs().max()), "looks_like": (
               "probabilities" if probs else "log-probabilities" if logprobs else "logits")}
     if probs or logprobs:
-        return flag_result("logit_outputs", "warn",
+        return check_result("logit_outputs", "warn",
                        f"outputs look like {ev['looks_like']}, not logits: attack losses saturate",
                        subject_of(model), **ev)
-    return flag_result("logit_outputs", "pass", "outputs look like logits", subject_of(model), **ev)
+    return check_result("logit_outputs", "pass", "outputs look like logits", subject_of(model), **ev)
 
 
 def model_flags(model: ModelUnderTest, x: torch.Tensor, y: torch.Tensor,
@@ -155,7 +145,7 @@ def monotone_flag(name: str, outs: Sequence[Outcome], subject: str,
     acc = [o.accuracy for o in outs]
     ev: dict[str, Any] = {"attack": name, "eps": [o.threat.param for o in outs], "accuracy": acc}
     if any(b > a + 1e-12 for a, b in zip(acc, acc[1:], strict=False)):
-        return flag_result("accuracy_monotone", "fail", f"{name}: robust accuracy rises with eps",
+        return check_result("accuracy_monotone", "fail", f"{name}: robust accuracy rises with eps",
                        subject, **ev)
     if sub is not None and hit_top is not None and len(sub):
         top = float(outs[-1].threat.param or 0.0)
@@ -164,10 +154,10 @@ def monotone_flag(name: str, outs: Sequence[Outcome], subject: str,
         ev.update(n_checked=len(sub), survive_larger_eps=len(lost),
                   points=sub[lost][:10].tolist())
         if len(lost) and len(lost) > ANOMALY_FRACTION * len(sub):
-            return flag_result("accuracy_monotone", "warn",
+            return check_result("accuracy_monotone", "warn",
                            f"{name}: {len(lost)} of {len(sub)} points broken at a smaller eps "
                            f"survive an attack at eps={top:g} alone", subject, **ev)
-    return flag_result("accuracy_monotone", "pass", f"{name}: robust accuracy never rises with eps",
+    return check_result("accuracy_monotone", "pass", f"{name}: robust accuracy never rises with eps",
                    subject, **ev)
 
 
@@ -176,9 +166,9 @@ def unbounded_flag(name: str, rate: float, n: int, subject: str) -> CheckResult:
     that does not reach ~100% there is failing, not the model robust."""
     ev = {"attack": name, "success_rate": rate, "n": n}
     if n == 0 or math.isnan(rate):
-        return flag_result("unbounded_budget", "pass", f"{name}: no point to check", subject, **ev)
+        return check_result("unbounded_budget", "pass", f"{name}: no point to check", subject, **ev)
     status = ("fail" if rate < UNBOUNDED_FAIL else "warn" if rate < UNBOUNDED_WARN else "pass")
-    return flag_result("unbounded_budget", status,
+    return check_result("unbounded_budget", status,
                    f"{name}: {rate:.0%} success with an unbounded budget", subject, **ev)
 
 
@@ -230,11 +220,11 @@ def attack_flags(adapter: ArtAdapter, spec: AttackSpec, outs: Sequence[Outcome],
               "success": float(hit_top.mean()), "success_2x": float(hit_2x.mean()),
               "extra_broken_2x": extra, "loss": loss_top, "loss_2x": loss_2x}
         if extra and extra > ANOMALY_FRACTION * len(sub):
-            results.append(flag_result("optimization_complete", "warn",
+            results.append(check_result("optimization_complete", "warn",
                                    f"{spec.name}: twice the iterations break {extra} more of "
                                    f"{len(sub)} points at eps={top:g}", subject, **ev))
         else:
-            results.append(flag_result("optimization_complete", "pass",
+            results.append(check_result("optimization_complete", "pass",
                                    f"{spec.name}: twice the iterations break no more points",
                                    subject, **ev))
     return results

@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config import RunSpec
 from benchmark.core.errors import ConfigError
+from benchmark.core.specs import RunSpec
 from benchmark.schema import parse_run
 
 #: The installed configs: the ``conf`` package beside ``benchmark``, found by

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +21,10 @@ import torch
 
 from benchmark.core.errors import DataError
 from benchmark.core.registry import Registry
+from benchmark.core.specs import DataSpec
 from benchmark.core.types import EvalSet
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Typed view of one ``conf/data/*.yaml``."""
-
-    name: str
-    loader: str
-    root: str | None = None
-    split: str = "test"
-    n_samples: int | None = None
-    seed: int = 0
-    image_size: int | None = None
-    channels: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

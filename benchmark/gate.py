@@ -30,6 +30,7 @@ from benchmark.compare import (
     select_sides,
 )
 from benchmark.compose import conf_dir
+from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
 from benchmark.core.types import threat_label
 from benchmark.store import Store, add_store_option, open_store
@@ -64,24 +65,8 @@ def _where(i: int, kind: str, key: str = "") -> str:
     return f"rules[{i}].{kind}" + (f".{key}" if key else "")
 
 
-def _num(where: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(f"Expected `{where}` to be a number, but got {v!r}.")
-    return float(v)
-
-
-def _opt_str(where: str, v: Any) -> str | None:
-    if v is None:
-        return None
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"Expected `{where}` to be a non-empty string, but got {v!r}.")
-    return v
-
-
 def _known(where: str, body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise ConfigError(f"Unknown key `{where}.{unknown[0]}`; expected one of: {', '.join(allowed)}.")
+    F.check_keys(where, body, allowed, noun="key")
 
 
 @dataclass
@@ -101,11 +86,11 @@ class Floor:
         if "min" not in body or "threat" not in body:
             raise ConfigError(f"Missing `{where}.min` or `{where}.threat`; a floor names both.")
         param = body.get("param")
-        return cls(min=_num(f"{where}.min", body["min"]),
-                   threat=str(_opt_str(f"{where}.threat", body["threat"])),
-                   metric=_opt_str(f"{where}.metric", body.get("metric")) or "accuracy",
-                   param=None if param is None else _num(f"{where}.param", param),
-                   family=_opt_str(f"{where}.family", body.get("family")))
+        return cls(min=F.number(f"{where}.min", body["min"]),
+                   threat=str(F.optional_text(f"{where}.threat", body["threat"])),
+                   metric=F.optional_text(f"{where}.metric", body.get("metric")) or "accuracy",
+                   param=None if param is None else F.number(f"{where}.param", param),
+                   family=F.optional_text(f"{where}.family", body.get("family")))
 
     def describe(self) -> str:
         return f"{threat_label(self.family or 'attack', self.threat, self.param)} {self.metric} >= {self.min:g}"
@@ -150,15 +135,12 @@ class Regression:
         _known(where, body, cls.KEYS)
         if "max_drop" not in body:
             raise ConfigError(f"Missing `{where}.max_drop`; e.g. 0.01 for one accuracy point.")
-        drop = _num(f"{where}.max_drop", body["max_drop"])
+        drop = F.number(f"{where}.max_drop", body["max_drop"])
         if drop < 0:
-            raise ConfigError(f"Expected `{where}.max_drop` to be >= 0, but got {drop!r}.")
-        for flag in ("significant", "groups"):
-            if flag in body and not isinstance(body[flag], bool):
-                raise ConfigError(f"Expected `{where}.{flag}` to be true or false, but got {body[flag]!r}.")
-        return cls(max_drop=drop, metric=_opt_str(f"{where}.metric", body.get("metric")),
-                   significant=bool(body.get("significant", True)),
-                   groups=bool(body.get("groups", False)))
+            raise F.fail(f"{where}.max_drop", ">= 0", drop)
+        return cls(max_drop=drop, metric=F.optional_text(f"{where}.metric", body.get("metric")),
+                   significant=F.flag(f"{where}.significant", body.get("significant", True)),
+                   groups=F.flag(f"{where}.groups", body.get("groups", False)))
 
     def describe(self) -> str:
         what = self.metric or "any metric"
@@ -207,10 +189,10 @@ class Disparity:
         _known(where, body, cls.KEYS)
         if "max" not in body:
             raise ConfigError(f"Missing `{where}.max`; the largest allowed gap between groups.")
-        return cls(max=_num(f"{where}.max", body["max"]),
-                   metric=_opt_str(f"{where}.metric", body.get("metric")) or "accuracy",
-                   feature=_opt_str(f"{where}.feature", body.get("feature")),
-                   threat=_opt_str(f"{where}.threat", body.get("threat")))
+        return cls(max=F.number(f"{where}.max", body["max"]),
+                   metric=F.optional_text(f"{where}.metric", body.get("metric")) or "accuracy",
+                   feature=F.optional_text(f"{where}.feature", body.get("feature")),
+                   threat=F.optional_text(f"{where}.threat", body.get("threat")))
 
     def describe(self) -> str:
         return f"{self.metric} gap between groups{f' of {self.feature}' if self.feature else ''} <= {self.max:g}"
@@ -254,7 +236,7 @@ class Checks:
         if isinstance(fail_on, str):
             fail_on = [fail_on]
         if not isinstance(fail_on, list) or not set(fail_on) <= {"fail", "warn"} or not fail_on:
-            raise ConfigError(f"Expected `{where}.fail_on` to be a list of fail/warn, but got {fail_on!r}.")
+            raise F.fail(f"{where}.fail_on", "a list of fail/warn", fail_on)
         return cls(fail_on=tuple(fail_on))
 
     def describe(self) -> str:
@@ -292,7 +274,7 @@ class GateSpec:
 
 def _ref(where: str, v: Any) -> None:
     if not isinstance(v, str) or "@" not in v.strip("@"):
-        raise ConfigError(f"Expected `{where}` to be a model version NAME@VERSION, but got {v!r}.")
+        raise F.fail(where, "a model version NAME@VERSION", v)
 
 
 def parse_rules(data: Any, source: str = "rules") -> GateSpec:
@@ -312,22 +294,20 @@ def parse_rules(data: Any, source: str = "rules") -> GateSpec:
         if kind not in RULE_KINDS:
             raise ConfigError(f"Unknown rule kind {kind!r} in `rules[{i}]`; expected one of: "
                               f"{', '.join(RULE_KINDS)}.")
-        body = body or {}
-        if not isinstance(body, Mapping):
-            raise ConfigError(f"Expected `{_where(i, kind)}` to be a mapping, but got {body!r}.")
+        body = F.mapping(_where(i, kind), body or {})
         rule = RULE_KINDS[kind](_where(i, kind), body)
         rules.append((str(body.get("name") or rule.describe()), rule))
-    baseline = _opt_str("baseline", data.get("baseline"))
+    baseline = F.optional_text("baseline", data.get("baseline"))
     if baseline:
         _ref("baseline", baseline)
     cands = data.get("candidates") or []
     if isinstance(cands, str):
         cands = [cands]
     if not isinstance(cands, list):
-        raise ConfigError(f"Expected `candidates` to be a list of NAME@VERSION, but got {cands!r}.")
+        raise F.fail("candidates", "a list of NAME@VERSION", cands)
     for i, c in enumerate(cands):
         _ref(f"candidates[{i}]", c)
-    alpha = _num("alpha", data.get("alpha", 0.05))
+    alpha = F.number("alpha", data.get("alpha", 0.05))
     if not 0 < alpha < 1:
         raise ConfigError(f"Expected `alpha` in (0, 1), but got {alpha!r}.")
     return GateSpec(rules=rules, baseline=baseline, candidates=[str(c) for c in cands],

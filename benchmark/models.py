@@ -17,9 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.config import ModelSpec, check_target, resolve_path
 from benchmark.core.errors import CheckpointError, ConfigError
+from benchmark.core.specs import ModelSpec
+from benchmark.core.targets import check_target
 from benchmark.core.types import ModelUnderTest
+from benchmark.paths import resolve_path
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import torch
 
 from attacks.art_adapter import ArtAdapter
 from attacks.diagnostics import attack_flags, model_flags, subject_of
-from benchmark.config import AttackSpec, RunSpec
+from benchmark.core.specs import AttackSpec, RunSpec
 from benchmark.core.types import CheckResult, EvalSet, ModelUnderTest, Outcome
-from metrics.reliability import _settings, by_attack, weaker_attack_flag
+from metrics.reliability import by_attack, weaker_attack_flag
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def reliability_checks(adapters: Mapping[str, ArtAdapter], attacks: Mapping[str,
 def flags_before_threats(spec: RunSpec, data: EvalSet,
                          models: Sequence[ModelUnderTest]) -> list[CheckResult]:
     """Model flags of every version, before ART touches the models."""
-    settings = _settings(spec)
+    settings = spec.reliability
     if not settings.enabled or not spec.attacks:
         return []
     return [r for m in models for r in model_flags(m, data.x, data.y, settings.n_samples)]
@@ -54,7 +54,7 @@ def flags_after_threats(spec: RunSpec, data: EvalSet, models: Sequence[ModelUnde
                         outcomes: Sequence[Outcome]) -> list[CheckResult]:
     """Attack flags of every version, from the run's outcomes and re-runs on
     a subsample."""
-    settings = _settings(spec)
+    settings = spec.reliability
     if not settings.enabled or not spec.attacks:
         return []
     clean = {o.model_key: o.pred for o in outcomes if o.threat.family == "clean"}

@@ -90,8 +90,8 @@ def load_recorded(ref: str, store: str | None = None) -> Recorded:
 
 def verify_checkpoints(record: Mapping[str, Any]) -> None:
     """Every recorded checkpoint still exists and has its recorded sha256."""
-    from benchmark.config import resolve_path
     from benchmark.models import sha256_file
+    from benchmark.paths import resolve_path
 
     for key, m in (record.get("models") or {}).items():
         ckpt, want = m.get("checkpoint"), m.get("sha256")

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import run_attack
 from attacks.corruption_suite import suite_outcomes, suite_steps
-from benchmark.config import RunSpec
 from benchmark.core.errors import ConfigError
 from benchmark.core.forward import predict_finite
+from benchmark.core.specs import RunSpec
 from benchmark.core.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from benchmark.data import load_evalset
 from benchmark.models import load_model, resolve_device
@@ -96,13 +96,13 @@ def _check_compatible(model: ModelUnderTest, data: EvalSet) -> None:
 def count_steps(spec: RunSpec) -> int:
     """Progress units per model version: clean plus one per threat setting."""
     attack_steps = sum(len(a.eps) for a in spec.attacks.values())
-    return 1 + attack_steps + suite_steps(spec.extras)  # + corruption x severity, faults
+    return 1 + attack_steps + suite_steps(spec.corruption, spec.fault)
 
 
 def pre_checks(spec: RunSpec, data: EvalSet, models: list[ModelUnderTest]) -> list[CheckResult]:
     """Data and model checks that run before any threat (validation policy);
     a failing check under ``on_fail: stop`` raises ``ValidationFailed``."""
-    return run_pre_checks(spec.extras.get("validation"), data, models, list(spec.models.values()))
+    return run_pre_checks(spec.validation, data, models, list(spec.models.values()))
 
 
 def derived_measurements(
@@ -110,9 +110,9 @@ def derived_measurements(
 ) -> list[Measurement]:
     """Every tidy measurement of the run, computed from the per-sample outcomes."""
     measurements = accuracy_measurements(outcomes)
-    suite = spec.extras.get("corruption")
-    measurements += corruption_measurements(outcomes, getattr(suite, "baseline", None))
-    measurements += bias_measurements(spec.extras.get("groups"), data, outcomes, seed=spec.seed)
+    baseline = spec.corruption.baseline if spec.corruption else None
+    measurements += corruption_measurements(outcomes, baseline)
+    measurements += bias_measurements(spec.groups, data, outcomes, seed=spec.seed)
     return measurements
 
 
@@ -128,7 +128,8 @@ def threat_outcomes(
                 adapter, attack, data.x, data.y, clean.pred, spec.seed, on_step=lambda: bar.update(1)
             )
     bar.set_postfix_str(f"{model.key} corruptions/faults")
-    yield from suite_outcomes(spec, model, data, on_step=lambda: bar.update(1))
+    yield from suite_outcomes(spec.corruption, spec.fault, model, data, spec.batch_size,
+                              spec.seed, spec.models, on_step=lambda: bar.update(1))
 
 
 def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def run_benchmark(
     models = [load_model(m, device) for m in spec.models.values()]
     for m in models:
         _check_compatible(m, data)
-    check_groups(spec.extras.get("groups"), data)
+    check_groups(spec.groups, data)
     key = run_key(resolved_config, models, data)
     if on_key is not None:
         on_key(key)
@@ -229,6 +230,6 @@ def run_benchmark(
     if spec.store:  # the run's files are written first: the store can be rebuilt from them
         from benchmark.store import save_run_dir
 
-        save_run_dir(spec.store, out_dir)
+        save_run_dir(spec.store.path, out_dir)
     return RunResult(record=record, outcomes=outcomes, evalset=data, models=models,
                      out_dir=out_dir)

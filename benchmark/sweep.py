@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmark.core.errors import ConfigError
+from benchmark.core.specs import RunSpec, SweepSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,49 +66,6 @@ _register_resolvers()
 
 
 # ----------------------------------------------------------------------------- config
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """Typed view of the ``sweep:`` config section.
-
-    ``skip_existing`` None means auto (on in multirun, off in a single run);
-    ``threads`` None means auto (derived from the launcher's parallelism).
-    """
-
-    id: str | None = None
-    skip_existing: bool | None = None
-    threads: int | None = None
-
-
-SWEEP_KEYS = ("id", "skip_existing", "threads")
-
-
-def parse_sweep(d: Any) -> SweepSpec:
-    """Validate the ``sweep:`` section (registered in ``schema.EXTRA_SECTIONS``)."""
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"Expected `sweep` to be a mapping, but got {d!r}.")
-    unknown = sorted(k for k in d if k not in SWEEP_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"Unknown config key `sweep.{unknown[0]}`; expected one of: {', '.join(SWEEP_KEYS)}."
-        )
-    sid = d.get("id")
-    if sid is not None and (not isinstance(sid, str) or not sid or "/" in sid):
-        raise ConfigError(f"Expected `sweep.id` to be a non-empty name without '/', but got {sid!r}.")
-    skip = d.get("skip_existing", "auto")
-    if skip == "auto":
-        skip = None
-    elif not isinstance(skip, bool):
-        raise ConfigError(f"Expected `sweep.skip_existing` to be true, false or auto, but got {skip!r}.")
-    threads = d.get("threads", "auto")
-    if threads == "auto":
-        threads = None
-    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(
-            f"Expected `sweep.threads` to be a positive integer or auto, but got {threads!r}."
-        )
-    return SweepSpec(id=sid, skip_existing=skip, threads=threads)
-
 
 # ----------------------------------------------------------------------------- threads
 
@@ -432,7 +389,7 @@ class SweepCallback(Callback):
         print(f"\n{text}\nsummary: {sweep_dir / SUMMARY_MD}")
 
 
-def job_for_hydra(spec: Any, hc: Any) -> Job:
+def job_for_hydra(spec: RunSpec, hc: Any) -> Job:
     """``prepare_job`` for the current Hydra job (``spec`` is its ``RunSpec``)."""
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -441,8 +398,8 @@ def job_for_hydra(spec: Any, hc: Any) -> Job:
     raw = OmegaConf.to_container(hc.launcher, resolve=False) if multirun else None
     launcher = {str(k): v for k, v in raw.items()} if isinstance(raw, dict) else None
     return prepare_job(
-        spec.extras.get("sweep"), multirun=multirun,
+        spec.sweep, multirun=multirun,
         sweep_dir=Path(str(hc.sweep.dir)) if multirun else None,
         launcher=launcher,
-        store=spec.store, job_dir=Path(hc.runtime.output_dir),
+        store=spec.store.path if spec.store else None, job_dir=Path(hc.runtime.output_dir),
     )

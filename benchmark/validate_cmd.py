@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark.config import RunSpec
 from benchmark.core.errors import DataError, UserError
+from benchmark.core.specs import RunSpec, ValidationPolicy
 from benchmark.core.types import CheckResult, ModelUnderTest
-from metrics.validation import ValidationPolicy
 
 EPILOG = """\
 what is checked (rtb validate --list shows every check and its thresholds):
@@ -132,7 +131,7 @@ def _load(overrides: list[str], need_models: bool
     from benchmark.models import load_model, resolve_device
 
     spec, _ = compose_spec(overrides)
-    policy = spec.extras.get("validation") or ValidationPolicy()
+    policy = spec.validation or ValidationPolicy()
     device = resolve_device(spec.device)
     models = [load_model(m, device) for m in spec.models.values()] if need_models else []
     return spec, policy, models

@@ -11,9 +11,10 @@ import logging
 import time
 from collections.abc import Sequence
 
+from benchmark.core.specs import GroupsSpec
 from benchmark.core.types import EvalSet, Measurement, Outcome
 from metrics.disparity import disparity_measurements
-from metrics.groups import GroupsSpec, group_measurements, sensitive_features
+from metrics.groups import group_measurements, sensitive_features
 from metrics.properties import compute_properties, list_properties
 from metrics.slices import candidate_slices, slice_measurements
 

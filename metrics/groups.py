@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchmark.core.errors import ConfigError, DataError
+from benchmark.core.errors import DataError
 from benchmark.core.registry import Registry
+from benchmark.core.specs import FeatureSpec, GroupsSpec
 from benchmark.core.types import EvalSet, Measurement, Outcome
-from metrics.properties import compute_properties, list_properties
+from metrics.properties import compute_properties
 
 log = logging.getLogger(__name__)
 
@@ -77,226 +77,6 @@ BINARY_DEFINITIONS: dict[str, str] = {
     "equalized_odds_difference": "fairlearn equalized_odds_difference of the predictions "
     "(positive class: index 1), between groups",
 }
-
-
-# ---------------------------------------------------------------- specs
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One group definition: how to turn the evaluation set into a column.
-
-    ``kind`` is ``label``, ``metadata`` (``column`` from the dataset's group
-    columns, or from ``csv`` joined ``on`` a sample-id column or row by row),
-    ``property`` (``property`` binned into ``bins`` quantiles or cut at
-    ``edges``), or ``intersection`` (``of`` two other features).
-    """
-
-    name: str
-    kind: str
-    column: str | None = None
-    csv: str | None = None
-    on: str | None = None
-    property: str | None = None
-    bins: int | None = None
-    edges: tuple[float, ...] | None = None
-    of: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SliceSpec:
-    """Settings of slice discovery (see ``metrics.slices``)."""
-
-    enabled: bool = False
-    properties: tuple[str, ...] | None = None
-    metadata: tuple[str, ...] | None = None
-    label: bool = True
-    bins: int = 5
-    pairs: bool = False
-    fdr: float = 0.05
-    min_size: int = 30
-    top: int = 5
-
-
-@dataclass(frozen=True)
-class GroupsSpec:
-    """The ``groups`` section of a run."""
-
-    features: tuple[FeatureSpec, ...] = ()
-    min_size: int = 20
-    missing: str = "error"
-    n_boot: int = 50
-    confidence: float = 0.95
-    tau: tuple[float, ...] | None = None
-    slices: SliceSpec = field(default_factory=SliceSpec)
-
-    @property
-    def ci_quantiles(self) -> list[float]:
-        a = (1.0 - self.confidence) / 2
-        return [a, 1.0 - a]
-
-
-# ---------------------------------------------------------------- parsing
-
-GROUPS_KEYS = ("features", "min_size", "missing", "n_boot", "confidence", "tau", "slices")
-SLICE_KEYS = ("enabled", "properties", "metadata", "label", "bins", "pairs", "fdr", "min_size",
-              "top")
-FEATURE_KEYS: dict[str, tuple[str, ...]] = {
-    "label": ("kind",),
-    "metadata": ("kind", "column", "csv", "on"),
-    "property": ("kind", "property", "bins", "edges"),
-    "intersection": ("kind", "of"),
-}
-
-
-def _fail(where: str, wanted: str, got: Any) -> ConfigError:
-    return ConfigError(f"Expected `{where}` to be {wanted}, but got {got!r}.")
-
-
-def _check_keys(where: str, d: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    unknown = sorted(k for k in d if k not in allowed)
-    if unknown:
-        raise ConfigError(
-            f"Unknown config key `{where}.{unknown[0]}`; expected one of: {', '.join(allowed)}."
-        )
-
-
-def _int(where: str, v: Any, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise _fail(where, f"an integer >= {minimum}", v)
-    return v
-
-
-def _prob(where: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v < 1.0:
-        raise _fail(where, "a number in (0, 1)", v)
-    return float(v)
-
-
-def _bool(where: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise _fail(where, "true or false", v)
-    return v
-
-
-def _names(where: str, v: Any) -> tuple[str, ...] | None:
-    if v is None:
-        return None
-    if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) and s for s in v):
-        raise _fail(where, "a list of names", v)
-    return tuple(v)
-
-
-def _numbers(where: str, v: Any) -> tuple[float, ...]:
-    if not isinstance(v, (list, tuple)) or not v or any(
-        isinstance(e, bool) or not isinstance(e, (int, float)) for e in v
-    ):
-        raise _fail(where, "a non-empty list of numbers", v)
-    return tuple(float(e) for e in v)
-
-
-def parse_feature(name: str, d: Any) -> FeatureSpec:
-    """Validate one entry of ``groups.features``."""
-    where = f"groups.features.{name}"
-    if not isinstance(d, Mapping):
-        raise _fail(where, "a mapping with a `kind`", d)
-    kind = d.get("kind")
-    if kind not in FEATURE_KEYS:
-        raise _fail(f"{where}.kind", f"one of {', '.join(FEATURE_KEYS)}", kind)
-    _check_keys(where, d, FEATURE_KEYS[kind])
-    if kind == "metadata":
-        for key in ("column", "csv", "on"):
-            if d.get(key) is not None and (not isinstance(d[key], str) or not d[key]):
-                raise _fail(f"{where}.{key}", "a non-empty string", d[key])
-        if not d.get("column"):
-            raise ConfigError(f"Missing `{where}.column`; a metadata group names its column.")
-        return FeatureSpec(name=name, kind=kind, column=d["column"], csv=d.get("csv"),
-                           on=d.get("on"))
-    if kind == "property":
-        prop = d.get("property")
-        if prop not in list_properties():
-            raise _fail(f"{where}.property", f"one of {', '.join(list_properties())}", prop)
-        bins, edges = d.get("bins"), d.get("edges")
-        if (bins is None) == (edges is None):
-            raise ConfigError(
-                f"Expected exactly one of `{where}.bins` (quantile bins) or `{where}.edges` "
-                f"(cut points), but got bins={bins!r}, edges={edges!r}."
-            )
-        if bins is not None:
-            bins = _int(f"{where}.bins", bins, minimum=2)
-        if edges is not None:
-            edges = _numbers(f"{where}.edges", edges)
-            if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
-                raise _fail(f"{where}.edges", "strictly increasing cut points", list(edges))
-        return FeatureSpec(name=name, kind=kind, property=prop, bins=bins, edges=edges)
-    if kind == "intersection":
-        of = _names(f"{where}.of", d.get("of"))
-        if of is None or len(of) != 2 or of[0] == of[1]:
-            raise _fail(f"{where}.of", "a list of two other group features", d.get("of"))
-        return FeatureSpec(name=name, kind=kind, of=of)
-    return FeatureSpec(name=name, kind=kind)
-
-
-def parse_slices(d: Any) -> SliceSpec:
-    """Validate ``groups.slices``."""
-    if d is None:
-        return SliceSpec()
-    if not isinstance(d, Mapping):
-        raise _fail("groups.slices", "a mapping", d)
-    _check_keys("groups.slices", d, SLICE_KEYS)
-    w = "groups.slices"
-    props = _names(f"{w}.properties", d.get("properties"))
-    for p in props or ():
-        if p not in list_properties():
-            raise _fail(f"{w}.properties", f"names among {', '.join(list_properties())}", p)
-    return SliceSpec(
-        enabled=_bool(f"{w}.enabled", d.get("enabled", True)),
-        properties=props,
-        metadata=_names(f"{w}.metadata", d.get("metadata")),
-        label=_bool(f"{w}.label", d.get("label", True)),
-        bins=_int(f"{w}.bins", d.get("bins", 5), minimum=2),
-        pairs=_bool(f"{w}.pairs", d.get("pairs", False)),
-        fdr=_prob(f"{w}.fdr", d.get("fdr", 0.05)),
-        min_size=_int(f"{w}.min_size", d.get("min_size", 30), minimum=1),
-        top=_int(f"{w}.top", d.get("top", 5), minimum=1),
-    )
-
-
-def parse_groups(d: Any) -> GroupsSpec:
-    """Validate the ``groups`` config section into a ``GroupsSpec``."""
-    if not isinstance(d, Mapping):
-        raise _fail("groups", "a mapping", d)
-    _check_keys("groups", d, GROUPS_KEYS)
-    feats_cfg = d.get("features") or {}
-    if not isinstance(feats_cfg, Mapping):
-        raise _fail("groups.features", "a mapping of name -> group definition", feats_cfg)
-    features = tuple(parse_feature(str(k), v) for k, v in feats_cfg.items())
-    names = [f.name for f in features]
-    for f in features:
-        for other in f.of:
-            if other not in names or other == f.name:
-                raise _fail(f"groups.features.{f.name}.of", f"names among {', '.join(names)}",
-                            other)
-            if next(g for g in features if g.name == other).kind == "intersection":
-                raise _fail(f"groups.features.{f.name}.of", "features that are not themselves "
-                            "intersections", other)
-    missing = d.get("missing", "error")
-    if missing not in MISSING_POLICIES:
-        raise _fail("groups.missing", f"one of {', '.join(MISSING_POLICIES)}", missing)
-    tau = d.get("tau")
-    if tau is not None:
-        tau = _numbers("groups.tau", [tau] if isinstance(tau, (int, float)) else tau)
-        if any(t < 0 for t in tau):
-            raise _fail("groups.tau", "non-negative distances", list(tau))
-    return GroupsSpec(
-        features=features,
-        min_size=_int("groups.min_size", d.get("min_size", 20), minimum=1),
-        missing=missing,
-        n_boot=_int("groups.n_boot", d.get("n_boot", 50), minimum=0),
-        confidence=_prob("groups.confidence", d.get("confidence", 0.95)),
-        tau=tau,
-        slices=parse_slices(d.get("slices")),
-    )
 
 
 # ---------------------------------------------------------------- columns

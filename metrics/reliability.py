@@ -11,43 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from attacks.diagnostics import ANOMALY_FRACTION
-from attacks.diagnostics import flag_result as _result
-from benchmark.core.errors import ConfigError
+from benchmark.core.specs import ANOMALY_FRACTION
 from benchmark.core.types import CheckResult, Outcome
-
-if TYPE_CHECKING:
-    from benchmark.config import RunSpec
+from benchmark.core.types import check_result as _result
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReliabilitySpec:
-    """The ``reliability:`` config section."""
-
-    enabled: bool = True
-    n_samples: int = 32
-
-
-def parse_reliability(d: Any) -> ReliabilitySpec:
-    if not isinstance(d, dict):
-        raise ConfigError(f"Expected `reliability` to be a mapping, but got {d!r}.")
-    unknown = sorted(set(d) - {"enabled", "n_samples"})
-    if unknown:
-        raise ConfigError(f"Unknown config key `reliability.{unknown[0]}`; expected one of: "
-                          "enabled, n_samples.")
-    enabled, n = d.get("enabled", True), d.get("n_samples", 32)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"Expected `reliability.enabled` to be true or false, but got {enabled!r}.")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"Expected `reliability.n_samples` to be an integer >= 1, but got {n!r}.")
-    return ReliabilitySpec(enabled=enabled, n_samples=n)
 
 
 def by_attack(outcomes: Sequence[Outcome]) -> dict[str, list[Outcome]]:
@@ -108,8 +80,3 @@ def weaker_attack_flag(outcomes: Sequence[Outcome], subject: str) -> CheckResult
     return _result("weaker_attack_wins", "pass",
                    "no weaker attack beats the iterative white-box ones" if checked
                    else "no comparable attacks in this run", subject, **ev)
-
-
-def _settings(spec: RunSpec) -> ReliabilitySpec:
-    settings = spec.extras.get("reliability")
-    return settings if isinstance(settings, ReliabilitySpec) else ReliabilitySpec()

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, hypergeom
 
+from benchmark.core.specs import SliceSpec
 from benchmark.core.types import EvalSet, Measurement, Outcome
-from metrics.groups import SliceSpec, apply_missing_policy, bin_values
+from metrics.groups import apply_missing_policy, bin_values
 from metrics.properties import list_properties
 from metrics.robustness import wilson_interval
 

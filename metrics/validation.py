@@ -9,25 +9,18 @@ says which checks run, their thresholds, and what a failing check does:
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from benchmark.core.errors import ConfigError, UserError
+from benchmark.core.errors import UserError
+from benchmark.core.specs import ModelSpec, ValidationPolicy
 from benchmark.core.types import CheckResult, EvalSet, ModelUnderTest
 from metrics.checks import get_check, list_checks
 
-if TYPE_CHECKING:
-    from benchmark.config import ModelSpec
-
 log = logging.getLogger(__name__)
 
-ON_FAIL = ("stop", "report")
-POLICY_KEYS = ("on_fail", "data", "model", "skip", "thresholds", "probe_size", "input_range",
-               "reference_mean", "reference_std")
 
 
 class ValidationFailed(UserError):
@@ -42,124 +35,6 @@ class ValidationFailed(UserError):
     def __init__(self, message: str, results: Sequence[CheckResult] = ()) -> None:
         super().__init__(message)
         self.results = list(results)
-
-
-@dataclass(frozen=True)
-class ValidationPolicy:
-    """Typed view of the ``validation`` config section."""
-
-    on_fail: str = "stop"
-    data: bool = True
-    model: bool = True
-    skip: tuple[str, ...] = ()
-    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
-    probe_size: int = 64
-    input_range: tuple[float, float] = (0.0, 1.0)
-    reference_mean: tuple[float, ...] | None = None
-    reference_std: tuple[float, ...] | None = None
-
-    def runs(self, check: str) -> bool:
-        return check not in self.skip
-
-
-def _bad(where: str, wanted: str, got: Any) -> ConfigError:
-    return ConfigError(f"Expected `validation.{where}` to be {wanted}, but got {got!r}.")
-
-
-def _number(where: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise _bad(where, "a finite number", v)
-    return float(v)
-
-
-def _numbers(where: str, v: Any) -> tuple[float, ...] | None:
-    if v is None:
-        return None
-    if not isinstance(v, (list, tuple)) or not v:
-        raise _bad(where, "a non-empty list of numbers or null", v)
-    return tuple(_number(f"{where}[{i}]", x) for i, x in enumerate(v))
-
-
-def _threshold(check: str, key: str, default: Any, v: Any) -> Any:
-    where = f"thresholds.{check}.{key}"
-    if isinstance(default, bool):
-        if not isinstance(v, bool):
-            raise _bad(where, "true or false", v)
-        return v
-    if v is None:
-        if default is not None:
-            raise _bad(where, f"a number (null only where the default is null; default {default})",
-                       v)
-        return None
-    value = _number(where, v)
-    if isinstance(default, int) and not isinstance(default, bool):
-        if value != int(value) or value < 1:
-            raise _bad(where, "a positive integer", v)
-        return int(value)
-    if value < 0:
-        raise _bad(where, "a non-negative number", v)
-    return value
-
-
-def parse_validation(d: Any) -> ValidationPolicy:
-    """Validate the ``validation`` section into a ``ValidationPolicy``."""
-    if not isinstance(d, Mapping):
-        raise _bad("", "a mapping", d)
-    unknown = sorted(k for k in d if k not in POLICY_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"Unknown config key `validation.{unknown[0]}`; expected one of: "
-            f"{', '.join(POLICY_KEYS)}."
-        )
-    on_fail = d.get("on_fail", "stop")
-    if on_fail not in ON_FAIL:
-        raise _bad("on_fail", "stop or report", on_fail)
-    flags = {}
-    for key in ("data", "model"):
-        flags[key] = d.get(key, True)
-        if not isinstance(flags[key], bool):
-            raise _bad(key, "true or false", flags[key])
-    skip = d.get("skip") or []
-    if not isinstance(skip, (list, tuple)):
-        raise _bad("skip", "a list of check names", skip)
-    for name in skip:
-        get_check(str(name))
-    thresholds: dict[str, dict[str, Any]] = {}
-    raw = d.get("thresholds") or {}
-    if not isinstance(raw, Mapping):
-        raise _bad("thresholds", "a mapping of check names to thresholds", raw)
-    for check, values in raw.items():
-        defaults = get_check(str(check)).defaults
-        if values is None:
-            continue
-        if not isinstance(values, Mapping):
-            raise _bad(f"thresholds.{check}", "a mapping of threshold names to values", values)
-        for key, v in values.items():
-            if key not in defaults:
-                valid = ", ".join(defaults) or "none"
-                raise ConfigError(
-                    f"Unknown threshold `validation.thresholds.{check}.{key}`; check {check!r} "
-                    f"takes: {valid}."
-                )
-            thresholds.setdefault(str(check), {})[str(key)] = _threshold(check, key,
-                                                                         defaults[key], v)
-    probe = d.get("probe_size", 64)
-    if isinstance(probe, bool) or not isinstance(probe, int) or probe < 2:
-        raise _bad("probe_size", "an integer >= 2", probe)
-    rng = _numbers("input_range", d.get("input_range", [0.0, 1.0]))
-    if rng is None or len(rng) != 2 or rng[0] >= rng[1]:
-        raise _bad("input_range", "[low, high] with low < high", d.get("input_range"))
-    ref_std = _numbers("reference_std", d.get("reference_std"))
-    if ref_std is not None and any(s <= 0 for s in ref_std):
-        raise _bad("reference_std", "positive numbers", list(ref_std))
-    ref_mean = _numbers("reference_mean", d.get("reference_mean"))
-    if (ref_mean is None) != (ref_std is None):
-        raise _bad("reference_mean", "given together with reference_std", d.get("reference_mean"))
-    return ValidationPolicy(
-        on_fail=on_fail, data=flags["data"], model=flags["model"],
-        skip=tuple(str(s) for s in skip), thresholds=thresholds, probe_size=probe,
-        input_range=(rng[0], rng[1]), reference_mean=ref_mean, reference_std=ref_std,
-    )
 
 
 def _reference_stats(policy: ValidationPolicy, data: EvalSet,

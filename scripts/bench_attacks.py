@@ -28,7 +28,7 @@ from torch import nn
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import PointState, attack_step, independent_outcome, predict, run_attack
 from benchmark.compose import compose_spec
-from benchmark.config import AttackSpec
+from benchmark.core.specs import AttackSpec
 from benchmark.core.types import EvalSet, ModelUnderTest
 from benchmark.data import load_evalset
 from benchmark.models import load_model

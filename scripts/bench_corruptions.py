@@ -362,10 +362,11 @@ def bench(n: int, ref_cap: int | None, batch_size: int, threads: list[int],
 
 
 def bench_cnn(n: int, batch_size: int) -> None:
-    from attacks.corruption_suite import corruption_outcomes, parse_corruption_suite
+    from attacks.corruption_suite import corruption_outcomes
     from benchmark.compose import compose_spec, read_option
     from benchmark.data import load_evalset
     from benchmark.models import load_model
+    from benchmark.schema import parse_corruption_suite
 
     spec, _ = compose_spec([f"data.n_samples={n}", "model=[mnist_cnn_v1]"])
     data = load_evalset(spec.data)

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.data import DataSpec, load_evalset
+from benchmark.core.specs import DataSpec
+from benchmark.data import load_evalset
 from benchmark.nets import SmallCNN
 
 ROOT = Path(__file__).resolve().parents[1]

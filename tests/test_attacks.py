@@ -16,8 +16,9 @@ from attacks.art_adapter import ArtAdapter, attack_kind, project
 from attacks.budgets import attack_points, predict, run_attack
 from attacks.targets import TARGET_RULES, get_target_rule, register_target_rule
 from benchmark.compose import compose, group_options, to_container
-from benchmark.config import AttackSpec, parse_attack
 from benchmark.core.errors import ConfigError
+from benchmark.core.specs import AttackSpec
+from benchmark.schema import parse_attack
 
 SHAPE = (1, 8, 8)
 
@@ -214,3 +215,26 @@ def test_nested_attack_target_is_checked() -> None:
     cfg["attacks"]["square"]["_target_"] = "os.system"
     with pytest.raises(ConfigError, match="Refusing"):
         parse_attack("autoattack", cfg, SHAPE)
+
+
+def test_partial_false_is_refused_in_one_line() -> None:
+    cfg = to_container(compose(["attack=[fgsm]"]))["attack"]["fgsm"]
+    assert "_partial_" not in parse_attack("fgsm", cfg, SHAPE).kwargs
+    cfg["_partial_"] = False
+    with pytest.raises(ConfigError, match=r"Expected `attack.fgsm._partial_` to be true "
+                       r"\(the runner supplies the estimator\), but got False."):
+        parse_attack("fgsm", cfg, SHAPE)
+
+
+def test_nested_partial_false_is_refused() -> None:
+    cfg = to_container(compose(["attack=[autoattack]"]))["attack"]["autoattack"]
+    cfg["attacks"]["square"]["_partial_"] = False
+    with pytest.raises(ConfigError, match="autoattack.attacks.square._partial_"):
+        parse_attack("autoattack", cfg, SHAPE)
+
+
+def test_adapter_resolves_classes_through_the_target_check() -> None:
+    model = make_model()
+    spec = AttackSpec(name="x", target="builtins.eval", kwargs={}, eps=(0.1,), norm=math.inf)
+    with pytest.raises(ConfigError, match="Refusing `attack.x._target_` = 'builtins.eval'"):
+        ArtAdapter(model, 16).make_attack(spec, 0.1)

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from attacks.corruption_suite import (
-    CorruptionSuiteSpec,
     corruption_outcomes,
-    parse_corruption_suite,
     suite_steps,
 )
 from benchmark.console import corruption_table
 from benchmark.core.errors import ConfigError, DataError
+from benchmark.core.specs import CorruptionSuiteSpec, DataSpec
 from benchmark.core.types import Outcome, Threat
-from benchmark.data import DataSpec, load_evalset
+from benchmark.data import load_evalset
+from benchmark.schema import parse_corruption_suite
 from metrics.corruption import SUMMARY_THREAT, corruption_measurements
 from tests.conftest import make_evalset, make_model, tiny_overrides
 
@@ -140,7 +140,7 @@ def test_corruption_section_parsing() -> None:
     for d, msg in bad:
         with pytest.raises(ConfigError, match=msg):
             parse_corruption_suite(d)
-    assert suite_steps({"corruption": spec}) == 4 and suite_steps({}) == 0
+    assert suite_steps(spec, None) == 4 and suite_steps(None, None) == 0
 
 
 def test_corruption_outcomes_are_per_sample_and_batch_independent() -> None:

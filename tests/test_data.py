@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from benchmark.core.errors import DataError
-from benchmark.data import DataSpec, list_loaders, load_evalset, stratified_subset
+from benchmark.core.specs import DataSpec
+from benchmark.data import list_loaders, load_evalset, stratified_subset
 
 
 def spec(loader: str, **kw) -> DataSpec:

@@ -135,8 +135,8 @@ def test_real_attack_outcomes_feed_disparity() -> None:
     """FGSM through the ART adapter: eps_broken drives the distance rows."""
     from attacks.art_adapter import ArtAdapter
     from attacks.budgets import run_attack
-    from benchmark.config import parse_attack
     from benchmark.runner import clean_outcome
+    from benchmark.schema import parse_attack
 
     data, model = make_evalset(n=60), make_model()
     spec = parse_attack("fgsm", {"_target_": "art.attacks.evasion.FastGradientMethod",

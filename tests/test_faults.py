@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.corruption_suite import FaultSuiteSpec, fault_outcomes, parse_fault_suite
+from attacks.corruption_suite import fault_outcomes
 from attacks.faults import (
     DEFAULT_MEAN,
     DEFAULT_STD,
@@ -18,7 +18,9 @@ from attacks.faults import (
     register_fault,
 )
 from benchmark.core.errors import ConfigError
+from benchmark.core.specs import FaultSuiteSpec
 from benchmark.models import Normalized
+from benchmark.schema import parse_fault_suite
 from tests.conftest import make_evalset, make_model
 
 FAULTS = list_faults()

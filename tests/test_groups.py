@@ -24,6 +24,7 @@ from benchmark.console import worst_group_table
 from benchmark.core.errors import ConfigError, DataError
 from benchmark.core.types import EvalSet, Measurement, Outcome, Threat
 from benchmark.record import RECORD_FILE
+from benchmark.schema import groups as SG
 from metrics import bias as B
 from metrics import groups as G
 from metrics.properties import compute_properties
@@ -151,7 +152,7 @@ def evalset_with(n: int = 60, **columns: object) -> EvalSet:
 
 
 def spec_of(features: dict, **kw: object) -> G.GroupsSpec:
-    return G.parse_groups({"features": features, **kw})
+    return SG.parse_groups({"features": features, **kw})
 
 
 def test_missing_value_raises_or_forms_a_missing_group() -> None:
@@ -243,7 +244,7 @@ def test_bin_values_keeps_nan_missing_and_handles_constant_input() -> None:
 
 @pytest.mark.parametrize(("cfg", "message"), [
     ({"feature": {}}, "Unknown config key `groups.feature`; expected one of: "
-     + ", ".join(G.GROUPS_KEYS) + "."),
+     + ", ".join(SG.GROUPS_KEYS) + "."),
     ({"features": {"a": {"kind": "colour"}}},
      "Expected `groups.features.a.kind` to be one of label, metadata, property, intersection, "
      "but got 'colour'."),
@@ -265,7 +266,7 @@ def test_bin_values_keeps_nan_missing_and_handles_constant_input() -> None:
 ])
 def test_bad_groups_config_raises_config_error(cfg: dict, message: str | None) -> None:
     with pytest.raises(ConfigError) as err:
-        G.parse_groups(cfg)
+        SG.parse_groups(cfg)
     if message is not None:
         assert str(err.value) == message
 
@@ -274,7 +275,7 @@ def test_bad_groups_config_raises_config_error(cfg: dict, message: str | None) -
 def test_shipped_groups_options_parse(option: str) -> None:
     from benchmark.compose import read_option
 
-    spec = G.parse_groups(read_option("groups", option))
+    spec = SG.parse_groups(read_option("groups", option))
     if option == "default":
         assert [f.name for f in spec.features] == ["class", "stroke_thickness", "brightness"]
         assert spec.slices.enabled

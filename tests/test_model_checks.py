@@ -8,10 +8,11 @@ import torch
 from conftest import BandNet, make_evalset, make_model
 from torch import nn
 
+from benchmark.core.specs import ValidationPolicy
 from benchmark.core.types import ModelUnderTest
 from metrics.checks import get_check, list_checks
 from metrics.model_checks import ModelContext, make_probe
-from metrics.validation import ValidationPolicy, run_model_checks
+from metrics.validation import run_model_checks
 
 
 class WithNorm(nn.Module):

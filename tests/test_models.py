@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.config import ModelSpec
 from benchmark.core.errors import CheckpointError, ConfigError
 from benchmark.core.forward import forward_logits
+from benchmark.core.specs import ModelSpec
 from benchmark.models import Normalized, load_model, resolve_device
 from benchmark.nets import TinyMLP
 

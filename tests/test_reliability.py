@@ -19,10 +19,11 @@ from attacks.diagnostics import (
     monotone_flag,
     repeat_flag,
 )
-from benchmark.config import AttackSpec, parse_attack
 from benchmark.core.errors import ConfigError
+from benchmark.core.specs import AttackSpec
 from benchmark.core.types import EvalSet, ModelUnderTest
-from metrics.reliability import parse_reliability, weaker_attack_flag
+from benchmark.schema import parse_attack, parse_reliability
+from metrics.reliability import weaker_attack_flag
 
 SHAPE = (1, 8, 8)
 

@@ -13,10 +13,10 @@ from scipy.stats import fisher_exact
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
+from benchmark.core.specs import SliceSpec
 from benchmark.core.types import EvalSet, Outcome, Threat
 from benchmark.runner import clean_outcome
 from metrics import slices as S
-from metrics.groups import SliceSpec
 from metrics.properties import compute_properties
 
 

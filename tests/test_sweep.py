@@ -15,17 +15,17 @@ from conftest import make_evalset, make_model, tiny_overrides
 
 from benchmark.compose import compose_spec
 from benchmark.core.errors import ConfigError
+from benchmark.core.specs import SweepSpec
 from benchmark.runner import run_key
+from benchmark.schema import parse_sweep
 from benchmark.sweep import (
     JOB_FILE,
     SUMMARY_CSV,
     SUMMARY_MD,
     SWEEP_FILE,
-    SweepSpec,
     auto_threads,
     count_jobs,
     eta,
-    parse_sweep,
     summary_metrics,
     sweep_id_for,
 )
@@ -119,7 +119,7 @@ def test_parse_sweep_rejects_bad_values(section, message) -> None:
 def test_sweep_section_reaches_the_run_spec(tiny_files) -> None:
     ckpt, npz = tiny_files
     spec, _ = compose_spec([*tiny_overrides(ckpt, npz), "sweep.threads=1"])
-    assert spec.extras["sweep"] == SweepSpec(threads=1)
+    assert spec.sweep == SweepSpec(threads=1)
     with pytest.raises(ConfigError, match="sweep.threads"):
         compose_spec([*tiny_overrides(ckpt, npz), "sweep.threads=-1"])
 

@@ -16,13 +16,13 @@ from conftest import make_evalset, make_model, tiny_overrides, write_checkpoint
 from benchmark.compose import compose_spec, conf_dir
 from benchmark.console import checks_table
 from benchmark.core.errors import ConfigError
+from benchmark.core.specs import ValidationPolicy
 from benchmark.core.types import CheckResult
+from benchmark.schema import parse_validation
 from metrics.checks import get_check, list_checks, register_check
 from metrics.data_checks import DataContext, channel_means_stds, close_pairs, robust_z
 from metrics.validation import (
     ValidationFailed,
-    ValidationPolicy,
-    parse_validation,
     run_data_checks,
     run_pre_checks,
     run_validation,
@@ -239,12 +239,12 @@ def test_default_policy_parses_and_keeps_the_check_defaults() -> None:
 
 
 def test_composed_policies() -> None:
-    assert compose_spec([])[0].extras["validation"].on_fail == "stop"
-    assert compose_spec(["validation=report_only"])[0].extras["validation"].on_fail == "report"
-    off = compose_spec(["validation=off"])[0].extras["validation"]
+    assert compose_spec([])[0].validation.on_fail == "stop"
+    assert compose_spec(["validation=report_only"])[0].validation.on_fail == "report"
+    off = compose_spec(["validation=off"])[0].validation
     assert not off.data and not off.model
     tuned = compose_spec(["validation.thresholds.class_imbalance.warn_ratio=5"])[0]
-    assert tuned.extras["validation"].thresholds["class_imbalance"]["warn_ratio"] == 5.0
+    assert tuned.validation.thresholds["class_imbalance"]["warn_ratio"] == 5.0
 
 
 @pytest.mark.parametrize("change, message", [

@@ -13,8 +13,9 @@ from conftest import make_evalset, make_model, train_tiny_mlp
 
 from attacks.art_adapter import ArtAdapter
 from attacks.budgets import independent_outcome, predict, run_attack, worst_case
-from benchmark.config import AttackSpec, parse_attack
+from benchmark.core.specs import AttackSpec
 from benchmark.core.types import Outcome, Threat
+from benchmark.schema import parse_attack
 
 SHAPE = (1, 8, 8)
 EPS = [0.1, 0.2, 0.3, 0.4]

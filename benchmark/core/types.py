@@ -213,3 +213,10 @@ class CheckResult:
             "evidence": self.evidence,
             "subject": self.subject,
         }
+
+
+def check_result(check: str, status: str, message: str, subject: str,
+                 **evidence: Any) -> CheckResult:
+    """A check's or reliability flag's result, with its evidence as keyword arguments."""
+    return CheckResult(check=check, status=status, message=message, evidence=evidence,
+                       subject=subject)

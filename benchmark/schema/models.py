@@ -1,0 +1,116 @@
+"""The ``data`` and ``model`` sections: one dataset, one or more model versions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from benchmark.core import fields as F
+from benchmark.core.errors import ConfigError
+from benchmark.core.specs import DataSpec, ModelSpec
+from benchmark.core.targets import check_target
+from benchmark.data import list_loaders
+from benchmark.paths import resolve_path
+
+DATA_KEYS = ("name", "loader", "root", "split", "n_samples", "seed", "image_size", "channels",
+             "options")
+MODEL_KEYS = ("name", "version", "architecture", "checkpoint", "format", "sha256", "mean", "std",
+              "num_classes", "input_shape", "trust_checkpoint")
+MODEL_FORMATS = ("state_dict", "torchscript")
+
+
+def parse_data(d: Any) -> DataSpec:
+    """Validate the ``data`` section; the loader must be registered."""
+    d = F.mapping("data", d)
+    F.check_keys("data", d, DATA_KEYS)
+    loader = F.text("data.loader", d.get("loader", d.get("name")))
+    if loader not in list_loaders():
+        raise ConfigError(
+            f"Unknown dataset loader {loader!r}; expected one of: {', '.join(list_loaders())}."
+        )
+    n = d.get("n_samples")
+    if n is not None:
+        F.integer("data.n_samples", n, minimum=1)
+    for key in ("image_size", "channels"):
+        if d.get(key) is not None:
+            F.integer(f"data.{key}", d[key], minimum=1)
+    return DataSpec(
+        name=F.text("data.name", d.get("name", loader)),
+        loader=loader,
+        root=F.optional_text("data.root", d.get("root")),
+        split=F.text("data.split", d.get("split", "test")),
+        n_samples=n,
+        seed=F.integer("data.seed", d.get("seed", 0)),
+        image_size=d.get("image_size"),
+        channels=d.get("channels"),
+        options=dict(F.mapping("data.options", d.get("options") or {})),
+    )
+
+
+def _architecture(where: str, arch: Any) -> str | dict[str, Any]:
+    """A torchvision model name, or a mapping with an allowed ``_target_``."""
+    if isinstance(arch, Mapping):
+        check_target(f"{where}.architecture._target_", arch.get("_target_"))
+        return dict(arch)
+    arch = F.text(f"{where}.architecture", arch)
+    import torchvision.models as tvm
+
+    if arch not in tvm.list_models():
+        raise ConfigError(
+            f"Expected `{where}.architecture` to be a torchvision model name or a mapping "
+            f"with _target_, but got {arch!r}."
+        )
+    return arch
+
+
+def parse_model(key: str, d: Any, check_files: bool = True) -> ModelSpec:
+    """Validate one model version (``model.<key>``); ``check_files`` also
+    requires its checkpoint to exist."""
+    where = f"model.{key}"
+    d = F.mapping(where, d)
+    F.check_keys(where, d, MODEL_KEYS)
+    for required in ("name", "version", "architecture", "checkpoint"):
+        if d.get(required) in (None, ""):
+            raise ConfigError(f"Missing `{where}.{required}`; every model version names it.")
+    arch = _architecture(where, d["architecture"])
+    fmt = F.choice(f"{where}.format", F.text(f"{where}.format", d.get("format", "state_dict")),
+                   MODEL_FORMATS, "'state_dict' or 'torchscript'")
+    checkpoint = F.text(f"{where}.checkpoint", d["checkpoint"])
+    if check_files:
+        path = resolve_path(checkpoint)
+        if not path.is_file():
+            raise ConfigError(
+                f"Checkpoint file for {where} not found: {str(path)!r} "
+                f"(expected an existing {fmt} file)."
+            )
+    sha = d.get("sha256")
+    if sha is not None:
+        sha = F.text(f"{where}.sha256", sha).lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise F.fail(f"{where}.sha256", "64 hex digits", sha)
+    shape = d.get("input_shape", [1, 28, 28])
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3:
+        raise F.fail(f"{where}.input_shape", "[channels, height, width]", shape)
+    shape_t = tuple(F.integer(f"{where}.input_shape[{i}]", s, minimum=1)
+                    for i, s in enumerate(shape))
+    mean = F.numbers(f"{where}.mean", d.get("mean", [0.0]), item=F.number)
+    std = F.numbers(f"{where}.std", d.get("std", [1.0]), item=F.number)
+    if any(s <= 0 for s in std):
+        raise F.fail(f"{where}.std", "positive numbers", list(std))
+    for what, v in (("mean", mean), ("std", std)):
+        if len(v) not in (1, shape_t[0]):
+            raise F.fail(f"{where}.{what}", f"1 or {shape_t[0]} values (one per channel)", list(v))
+    return ModelSpec(
+        key=key,
+        name=F.text(f"{where}.name", d["name"]),
+        version=str(d["version"]),
+        architecture=arch,
+        checkpoint=checkpoint,
+        format=fmt,
+        sha256=sha,
+        mean=mean,
+        std=std,
+        num_classes=F.integer(f"{where}.num_classes", d.get("num_classes", 10), minimum=2),
+        input_shape=(shape_t[0], shape_t[1], shape_t[2]),
+        trust_checkpoint=F.flag(f"{where}.trust_checkpoint", d.get("trust_checkpoint", False)),
+    )
