@@ -2,7 +2,7 @@
 
 import sys
 
-from benchmark.cli import run_main
+from benchmark.commands.run import run_main
 
 if __name__ == "__main__":
     sys.exit(run_main(sys.argv[1:]))

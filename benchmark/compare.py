@@ -12,7 +12,6 @@ default) and a change is marked significant when the adjusted p < alpha.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ import pandas as pd
 from benchmark.console import format_table
 from benchmark.core.errors import StoreError
 from benchmark.core.types import THREAT_FAMILIES, threat_label
-from benchmark.store import Store, add_store_option, open_store
+from benchmark.store import Store
 from metrics.statistics import ADJUSTMENTS, adjust_p_values, paired_bootstrap, paired_mcnemar
 
 MetricKey = tuple[str, str, float | None, str, str, str]  # family, threat, param, feature, value, metric
@@ -505,60 +504,3 @@ FORMATS: dict[str, Callable[[Comparison], str]] = {
     "markdown": format_markdown,
     "json": lambda c: json.dumps(c.as_dict(), indent=2),
 }
-
-COMPARE_HELP = """\
-Compare model versions from the results store, metric by metric, on the same
-samples: each version's value, the difference, a paired test and a marker
-(*) for the changes that are significant after adjusting for the number of
-tests. Nothing is re-run.
-
-Which runs: by default the newest run that holds all the named versions (or
-the newest run of each); --run restricts to given runs; --sweep takes every
-run of a sweep. Only measurements on the same data fingerprint and the same
-threat settings are compared; the rest is listed under "left out" with why.
-
-Tests: accuracy-type metrics use McNemar's exact test (binomial test on the
-samples one version gets right and the other wrong) plus a paired bootstrap
-interval of the difference; mean_/median_ metrics of a per-sample column use
-a paired bootstrap. Group rows (feature=value) and corruption errors (mCE)
-appear side by side with the rest.
-
-Examples:
-  rtb compare mnist_cnn@v1 mnist_cnn@v2
-  rtb compare mnist_cnn@v1 mnist_cnn@v2 --format markdown > compare.md
-  rtb compare --run 20240101-120000-ab12cd34          # all versions of one run
-  rtb compare --sweep my-sweep --format json
-"""
-
-
-def build_parser(prog: str = "rtb compare", description: str = COMPARE_HELP) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("versions", nargs="*", metavar="NAME@VERSION",
-                        help="versions to compare; the first is the baseline")
-    parser.add_argument("--run", action="append", default=None, metavar="ID",
-                        help="read from this run (repeatable; a unique prefix is enough)")
-    parser.add_argument("--sweep", default=None, metavar="ID", help="read every run of this sweep")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
-    parser.add_argument("--adjust", choices=sorted(ADJUSTMENTS), default="holm",
-                        help="multiple-comparison adjustment of the p-values (holm)")
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (1000)")
-    add_store_option(parser)
-    return parser
-
-
-def compare_main(args: Sequence[str]) -> int:
-    """``rtb compare``."""
-    parser = build_parser()
-    parser.add_argument("--format", choices=sorted(FORMATS), default="table",
-                        help="table (console), markdown or json")
-    ns = parser.parse_args(args)
-    if ns.run and ns.sweep:
-        parser.error("choose --run or --sweep, not both")
-    if ns.n_boot < 1:
-        parser.error(f"expected --n-boot to be a positive integer, but got {ns.n_boot}")
-    with open_store(ns.store, create=False) as store:
-        sides = select_sides(store, ns.versions, runs=ns.run, sweep=ns.sweep)
-        result = compare(store, sides, alpha=ns.alpha, adjust=ns.adjust, n_boot=ns.n_boot)
-    print(FORMATS[ns.format](result))
-    return 0

@@ -8,14 +8,15 @@ was expected and what arrived.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.core.errors import ConfigError
-from benchmark.core.specs import RunSpec
-from benchmark.schema import parse_run
+
+if TYPE_CHECKING:
+    from benchmark.core.specs import RunSpec
 
 #: The installed configs: the ``conf`` package beside ``benchmark``, found by
 #: path rather than by import so that a user's own ``conf/`` directory in the
@@ -104,6 +105,9 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 def compose_spec(overrides: list[str], check_files: bool = True) -> tuple[RunSpec, dict[str, Any]]:
+    # The schema pulls torch in (via data and models); `rtb list` and `rtb gate` need none of it.
+    from benchmark.schema import parse_run
+
     cfg = compose(overrides)
     resolved = to_container(cfg)
     return parse_run(resolved, check_files=check_files), resolved

@@ -11,7 +11,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from benchmark.core.types import THREAT_FAMILIES, CheckResult, Measurement, threat_label
-from metrics.corruption import SUMMARY_THREAT
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
@@ -97,6 +96,8 @@ def worst_group_table(measurements: Sequence[Measurement]) -> str:
 
 def corruption_table(measurements: Iterable[Measurement]) -> str:
     """Per-corruption accuracy, CE and the mCE summary, versions side by side."""
+    from metrics.corruption import SUMMARY_THREAT  # imported here: it loads torch via attacks/
+
     ms = [m for m in measurements if m.family == "corruption" and m.param is None
           and not m.group_feature]
     if not ms:

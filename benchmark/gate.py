@@ -9,7 +9,6 @@ when any fails, 2 on bad usage or bad rules. ``--junit`` writes JUnit XML and
 
 from __future__ import annotations
 
-import argparse
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +32,7 @@ from benchmark.compose import conf_dir
 from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
 from benchmark.core.types import threat_label
-from benchmark.store import Store, add_store_option, open_store
+from benchmark.store import Store
 
 GATE_KEYS = ("baseline", "candidates", "alpha", "adjust", "rules")
 
@@ -404,62 +403,3 @@ def markdown_summary(results: Sequence[Result], names: Sequence[str], ctx: Conte
         if r.status == "fail" and r.details:
             out += ["", f"**{n}**", "", *(f"- {d}" for d in r.details[:30])]
     return "\n".join(out) + "\n"
-
-
-GATE_HELP = """\
-Check release rules against the results store and exit 0 (all hold), 1 (any
-fails) or 2 (bad usage or bad rules). Nothing is re-run.
-
-Rules (conf/gate/NAME.yaml or a YAML file; see conf/gate/default.yaml):
-  floor:      {threat: pgd_linf, param: 0.1, metric: accuracy, min: 0.6}
-  regression: {max_drop: 0.01, metric: accuracy, significant: true}
-  disparity:  {max: 0.2, metric: accuracy, feature: class}
-  checks:     {fail_on: [fail]}
-
-Examples:
-  rtb gate                                        # default rules, newest run
-  rtb gate mnist_cnn@v2 --baseline mnist_cnn@v1 --rules default
-  rtb gate --rules ci/gate.yaml --junit gate.xml --summary gate.md
-"""
-
-
-def gate_main(args: Sequence[str]) -> int:
-    """``rtb gate``."""
-    parser = argparse.ArgumentParser(prog="rtb gate", description=GATE_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("versions", nargs="*", metavar="NAME@VERSION",
-                        help="candidate versions (default: the rules' candidates, else all but the baseline)")
-    parser.add_argument("--rules", default="default", help="rules name in conf/gate/ or a YAML path")
-    parser.add_argument("--baseline", default=None, metavar="NAME@VERSION",
-                        help="baseline for regression rules (overrides the rules file)")
-    parser.add_argument("--run", action="append", default=None, metavar="ID",
-                        help="gate these runs (repeatable)")
-    parser.add_argument("--sweep", default=None, metavar="ID", help="gate every run of a sweep")
-    parser.add_argument("--junit", default=None, metavar="PATH", help="write JUnit XML here")
-    parser.add_argument("--summary", default=None, metavar="PATH", help="write a Markdown summary here")
-    add_store_option(parser)
-    ns = parser.parse_args(args)
-    if ns.run and ns.sweep:
-        parser.error("choose --run or --sweep, not both")
-    if ns.baseline:
-        parse_ref(ns.baseline)
-    spec = load_rules(ns.rules)
-    with open_store(ns.store, create=False) as store:
-        results, ctx = evaluate(store, spec, versions=ns.versions, baseline=ns.baseline,
-                                runs=ns.run, sweep=ns.sweep)
-    names = [n for n, _ in spec.rules]
-    for n, r in zip(names, results, strict=True):
-        print(f"{ICONS[r.status]}  {n}: {r.message}")
-        if r.status == "fail":
-            for d in r.details[:10]:
-                print(f"      {d}")
-    failed = sum(r.status == "fail" for r in results)
-    print(f"\nrtb gate: {'FAILED' if failed else 'passed'} "
-          f"({len(results) - failed}/{len(results)} rules hold)")
-    if ns.junit:
-        Path(ns.junit).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.junit).write_text(junit_xml(results, names))
-    if ns.summary:
-        Path(ns.summary).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.summary).write_text(markdown_summary(results, names, ctx))
-    return 1 if failed else 0

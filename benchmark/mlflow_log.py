@@ -15,11 +15,8 @@ MLflow is an optional extra: ``pip install 'robustness-testbench[mlflow]'``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.core.errors import DataError, StoreError, UserError
+from benchmark.rundir import RECORD_FILE, read_record, resolve_run_ref
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "record.json"  # benchmark.record.RECORD_FILE, without importing torch
 DEFAULT_EXPERIMENT = "rtb"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: Short metric names in keys; other metrics keep their own name.
@@ -158,6 +155,11 @@ def _mlflow() -> Any:
     return mlflow
 
 
+def require_mlflow() -> None:
+    """Fail with one line (``NOT_INSTALLED``) when the optional extra is missing."""
+    _mlflow()
+
+
 class MlflowWriter:
     """The one writer of a tracking store for one ``rtb mlflow-log`` call."""
 
@@ -253,22 +255,9 @@ def log_to_mlflow(records: Sequence[Mapping[str, Any]], *, tracking_uri: str,
 
 # ----------------------------------------------------------------------------- sources
 
-def _read_record(run_dir: Path) -> dict[str, Any]:
-    try:
-        record = json.loads((run_dir / RECORD_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read {str(run_dir / RECORD_FILE)!r}: {exc}.") from None
-    if not isinstance(record, dict) or not record.get("run_id"):
-        raise DataError(f"Expected {str(run_dir / RECORD_FILE)!r} to be an rtb run record, "
-                        "but it has no run_id.")
-    return record
-
-
 def run_record(ref: str, store: str | None = None) -> dict[str, Any]:
     """A run's record from its directory (or ``record.json``), else from the store by id."""
-    from benchmark.report_html import resolve_run
-
-    return resolve_run(ref, store).record
+    return resolve_run_ref(ref, store).record
 
 
 def sweep_records(ref: str, store: str | None = None) -> tuple[str, list[dict[str, Any]]]:
@@ -280,7 +269,7 @@ def sweep_records(ref: str, store: str | None = None) -> tuple[str, list[dict[st
         if not dirs:
             raise DataError(f"Expected a sweep directory with job records ({RECORD_FILE}) under "
                             f"it, but {str(path)!r} has none.")
-        records = sorted((_read_record(d) for d in dirs), key=lambda r: str(r.get("started", "")))
+        records = sorted((read_record(d) for d in dirs), key=lambda r: str(r.get("started", "")))
         ids = {str((r.get("extra") or {}).get("sweep_id") or "") for r in records}
         sweep_id = ids.pop() if len(ids) == 1 and "" not in ids else path.name
         return sweep_id, records
@@ -297,64 +286,3 @@ def sweep_records(ref: str, store: str | None = None) -> tuple[str, list[dict[st
         if not run_ids:
             raise StoreError(f"Unknown sweep {ref!r}: no run in {str(store_path)!r} belongs to it.")
         return ref, [s.record(r) for r in run_ids]
-
-
-# ----------------------------------------------------------------------------- CLI
-
-HELP = """\
-Log recorded runs to an MLflow tracking store (optional extra:
-pip install 'robustness-testbench[mlflow]'). One MLflow run per rtb run; a
-sweep becomes one parent run with one child per job. Metrics are flattened
-into keys like acc.pgd_linf.eps_0.1.mnist_cnn_v2 (acc.clean.mnist_cnn_v1,
-acc.clean.class_3.mnist_cnn_v2 for a group); params are the run's overrides;
-tags: rtb.model_versions, rtb.sha256.<version>, rtb.config_hash, rtb.run_key,
-rtb.data_fingerprint, rtb.git_commit. Runs already in the experiment (same
-rtb.run_id tag) are skipped, so logging a sweep again adds only new jobs.
-
-This command is the only writer: run it once after a run or sweep finished.
-
-Examples:
-  rtb mlflow-log outputs/2024-05-01/12-00-00-default
-  rtb mlflow-log 20240501-120000-ab12cd34 --tracking-uri sqlite:///mlflow.db
-  rtb mlflow-log --sweep multirun/2024-05-01/12-00-00-default
-  rtb mlflow-log --sweep my-sweep-id --experiment robustness     # sweep id from the store
-  mlflow ui --backend-store-uri sqlite:///mlflow.db              # then look at it
-"""
-
-
-def mlflow_log_main(args: Sequence[str]) -> int:
-    """``rtb mlflow-log``: log runs or a sweep to MLflow."""
-    parser = argparse.ArgumentParser(prog="rtb mlflow-log", description=HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", metavar="RUN",
-                        help="run directory (with record.json) or run id in the results store")
-    parser.add_argument("--sweep", metavar="SWEEP",
-                        help="a sweep directory (multirun/...) or sweep id in the store: one "
-                             "parent run, one child per job")
-    parser.add_argument("--tracking-uri", default=None,
-                        help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                             f"{DEFAULT_TRACKING_URI})")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
-                        help=f"MLflow experiment name (default: {DEFAULT_EXPERIMENT})")
-    parser.add_argument("--store", metavar="PATH", default=None,
-                        help="results store file for run / sweep ids (default: $RTB_STORE or "
-                             "./rtb.sqlite)")
-    ns = parser.parse_args(args)
-    if bool(ns.runs) == bool(ns.sweep):
-        raise UserError("Expected either RUN... or --sweep SWEEP, but got "
-                        + ("both." if ns.runs else "neither."))
-    uri = ns.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    _mlflow()  # fail on a missing MLflow before reading anything
-    if ns.sweep:
-        sweep_id, records = sweep_records(ns.sweep, ns.store)
-    else:
-        sweep_id, records = None, [run_record(r, ns.store) for r in ns.runs]
-    parent, logged = log_to_mlflow(records, tracking_uri=uri, experiment=ns.experiment,
-                                   sweep_id=sweep_id)
-    if parent:
-        print(f"sweep {sweep_id}: MLflow parent run {parent}")
-    for item in logged:
-        state = "already logged" if item.skipped else "logged"
-        print(f"{item.run_id}: {state} as MLflow run {item.mlflow_run_id}")
-    print(f"tracking URI {uri}, experiment {ns.experiment!r}")
-    return 0

@@ -1,5 +1,6 @@
 """The run record: provenance plus metrics in ``record.json``, and the
-per-sample outcomes in ``outcomes.parquet``, both in the Hydra run directory.
+per-sample outcomes in ``outcomes.parquet``, both in the Hydra run directory
+(the layout and its reader live in ``benchmark.rundir``; this is the writer).
 
 These files are the source of truth from which the store can be rebuilt.
 """
@@ -22,9 +23,8 @@ import pandas as pd
 import torch
 
 from benchmark.core.types import CheckResult, Measurement, Outcome
+from benchmark.rundir import OUTCOMES_FILE, RECORD_FILE
 
-RECORD_FILE = "record.json"
-OUTCOMES_FILE = "outcomes.parquet"
 RECORD_SCHEMA = 1
 
 TRACKED_PACKAGES = (
@@ -210,9 +210,3 @@ def _json_default(obj: Any) -> Any:
         return str(obj)
     return repr(obj)
 
-
-def read_record(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Read back what ``write_record`` wrote."""
-    record = json.loads((run_dir / RECORD_FILE).read_text())
-    outcomes = pd.read_parquet(run_dir / OUTCOMES_FILE)
-    return record, outcomes

@@ -9,7 +9,6 @@ disparities, the validation and reliability checks, and the provenance.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -18,18 +17,16 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from benchmark.core.errors import DataError, StoreError, UserError
 from benchmark.core.types import threat_label
-from benchmark.plots import Plot, all_plots
+from benchmark.rundir import LoadedRun, resolve_run_ref, stored_outcomes
 
-#: ``benchmark.record.RECORD_FILE``, not imported from there: that module loads
-#: torch, which a report never needs.
-RECORD_FILE = "record.json"
-OUTCOMES_FILE = "outcomes.parquet"
+if TYPE_CHECKING:
+    from benchmark.plots import Plot
 
 log = logging.getLogger(__name__)
 
@@ -37,20 +34,6 @@ MEASUREMENT_COLUMNS = ("run", "model", "version", "family", "threat", "param", "
                        "group_value", "metric", "value", "n", "ci_low", "ci_high", "definition")
 CHECK_COLUMNS = ("run", "series", "check", "status", "subject", "message", "evidence")
 FAMILY_ORDER = ("clean", "attack", "corruption", "fault")
-
-
-@dataclass(frozen=True)
-class LoadedRun:
-    """One run's record (as in ``record.json``), where it came from, and how
-    to read its per-sample outcomes (for the paired comparison)."""
-
-    record: dict[str, Any]
-    source: str
-    outcomes: Callable[[], pd.DataFrame] = field(default=pd.DataFrame, compare=False, repr=False)
-
-    @property
-    def run_id(self) -> str:
-        return str(self.record.get("run_id", "?"))
 
 
 @dataclass
@@ -82,63 +65,7 @@ class Report:
 
 
 # ----------------------------------------------------------------------------- loading
-
-def _run_dir_record(path: Path) -> LoadedRun:
-    try:
-        record = json.loads((path / RECORD_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read {str(path / RECORD_FILE)!r}: {exc}.") from None
-    if not isinstance(record, dict) or "measurements" not in record:
-        raise DataError(
-            f"Expected {str(path / RECORD_FILE)!r} to be an rtb run record with measurements, "
-            "but it has none."
-        )
-    parquet = path / OUTCOMES_FILE
-    return LoadedRun(record=record, source=str(path),
-                     outcomes=lambda: pd.read_parquet(parquet) if parquet.exists() else pd.DataFrame())
-
-
-def _looks_like_path(ref: str) -> bool:
-    return "/" in ref or ref.startswith(".") or ref.endswith(".json") or ref.startswith("~")
-
-
-def resolve_run(ref: str, store: str | None = None) -> LoadedRun:
-    """A run from a run directory (or its ``record.json``), else a run id (or
-    unique prefix) in the results store."""
-    path = Path(ref).expanduser()
-    if path.is_file() and path.name == RECORD_FILE:
-        path = path.parent
-    if path.is_dir():
-        if not (path / RECORD_FILE).is_file():
-            raise DataError(
-                f"Expected a run directory holding {RECORD_FILE}, but {str(path)!r} has none."
-            )
-        return _run_dir_record(path)
-    if path.exists() or _looks_like_path(ref):
-        raise DataError(f"Expected an existing run directory or run id, but {ref!r} does not exist.")
-    from benchmark.store import open_store, resolve_store_path
-
-    store_path = resolve_store_path(store)
-    if not store_path.exists():
-        raise StoreError(
-            f"Unknown run {ref!r}: it is not a run directory, and there is no results store at "
-            f"{str(store_path)!r} to look it up in."
-        )
-    with open_store(store_path, create=False) as s:
-        run_id = s.resolve_run(ref)
-        return LoadedRun(record=s.record(run_id), source=f"store {store_path}",
-                         outcomes=_stored_outcomes(store_path, run_id))
-
-
-def _stored_outcomes(store_path: Path, run_id: str) -> Callable[[], pd.DataFrame]:
-    def read() -> pd.DataFrame:
-        from benchmark.store import open_store
-
-        with open_store(store_path, create=False) as s:
-            return s.outcomes(run_id).drop(columns=["run_id"], errors="ignore")
-
-    return read
-
+# One run is read by ``benchmark.rundir.resolve_run_ref``; here: runs by version.
 
 def _version_keys(record: dict[str, Any]) -> list[str]:
     keys = list(record.get("models") or {})
@@ -177,13 +104,13 @@ def runs_for_versions(versions: Sequence[str], store: str | None = None) -> list
         else:
             chosen = list(dict.fromkeys(ids[-1] for ids in per_version.values()))
         return [LoadedRun(record=s.record(r), source=f"store {store_path}",
-                          outcomes=_stored_outcomes(store_path, r)) for r in chosen]
+                          outcomes=stored_outcomes(store_path, r)) for r in chosen]
 
 
 def load_runs(refs: Sequence[str], compare: Sequence[str] = (), store: str | None = None
               ) -> list[LoadedRun]:
     if refs:
-        runs = [resolve_run(r, store) for r in refs]
+        runs = [resolve_run_ref(r, store) for r in refs]
     elif compare:
         runs = runs_for_versions(compare, store)
     else:
@@ -453,6 +380,8 @@ def comparability_notes(runs: Sequence[LoadedRun]) -> list[str]:
 def build_report(runs: Sequence[LoadedRun], compare: Sequence[str] = (),
                  title: str | None = None) -> Report:
     """Everything the report shows, computed from the runs' records."""
+    from benchmark.plots import all_plots  # matplotlib: loaded only when a report is built
+
     df = measurements_frame(runs, compare)
     series = list(dict.fromkeys(df["series"]))
     if df.empty:
@@ -647,53 +576,3 @@ def write_report(report: Report, path: Path, fmt: str) -> list[Path]:
         raise UserError(f"Expected an existing directory for the report, but "
                         f"{str(path.parent)!r} does not exist.")
     return WRITERS[fmt](report, path)
-
-
-# ----------------------------------------------------------------------------- CLI
-
-REPORT_HELP = """\
-Write a report of one run, or a comparison of model versions, from recorded
-results (never re-runs a model): accuracy per threat with 95% intervals,
-robust accuracy versus eps, corruption x severity heatmaps, group disparity
-charts, the validation and reliability checks, and the provenance (config,
-overrides, checksums, data fingerprint, package versions, git commit, device).
-
-HTML is one self-contained file (plots inline, no network needed to view it);
-Markdown writes the plots as PNG files into FILE_files/ next to it.
-
-Examples:
-  rtb report outputs/2024-05-01/12-00-00-default           # -> report.html
-  rtb report outputs/.../12-00-00-default -o v1-vs-v2.md   # Markdown (by suffix)
-  rtb report 20240501-120000-ab12cd34 --format markdown -o r.md   # run id from the store
-  rtb report RUN_DIR --compare mnist_cnn@v2 mnist_cnn@v1   # only these versions, this order
-  rtb report --compare mnist_cnn@v1 mnist_cnn@v2           # newest stored runs of them
-  rtb report RUN_A RUN_B                                   # several runs in one report
-"""
-
-
-def report_main(args: Sequence[str]) -> int:
-    """``rtb report``: write an HTML or Markdown report."""
-    parser = argparse.ArgumentParser(prog="rtb report", description=REPORT_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", metavar="RUN",
-                        help="run directory (with record.json) or run id / unique prefix in the store")
-    parser.add_argument("--compare", nargs="+", metavar="VERSION", default=[],
-                        help="versions to show, in order (NAME@VERSION, or VERSION when unique); "
-                             "without RUN, the newest stored runs holding them")
-    parser.add_argument("--format", choices=sorted(WRITERS), default=None,
-                        help="output format (default: from the -o suffix, else html)")
-    parser.add_argument("-o", "--output", metavar="FILE", default=None,
-                        help="output file (default: report.html or report.md)")
-    parser.add_argument("--title", default=None, help="report title")
-    parser.add_argument("--store", metavar="PATH", default=None,
-                        help="results store file for run ids (default: $RTB_STORE or ./rtb.sqlite)")
-    ns = parser.parse_args(args)
-    fmt = ns.format or (SUFFIX_FORMAT.get(Path(ns.output).suffix.lower(), "html")
-                        if ns.output else "html")
-    out = Path(ns.output or ("report.md" if fmt == "markdown" else "report.html")).expanduser()
-    runs = load_runs(ns.runs, ns.compare, ns.store)
-    report = build_report(runs, ns.compare, ns.title)
-    written = write_report(report, out, fmt)
-    print(f"report: {written[0]} ({len(report.plots)} plot(s)"
-          + (f", {len(written) - 1} image file(s)" if len(written) > 1 else "") + ")")
-    return 0

@@ -13,11 +13,9 @@ determinism flags) are listed to explain why.
 
 from __future__ import annotations
 
-import argparse
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,22 +66,10 @@ class Comparison:
 def load_recorded(ref: str, store: str | None = None) -> Recorded:
     """A run from a run directory (``record.json`` + ``outcomes.parquet``)
     or from the store by run id (or a unique prefix)."""
-    from benchmark.record import RECORD_FILE
-    from benchmark.store import open_store, read_run_dir
+    from benchmark.rundir import resolve_run_ref
 
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        if not (path / RECORD_FILE).is_file():
-            raise StoreError(
-                f"Expected a run directory holding {RECORD_FILE}, but {str(path)!r} has none."
-            )
-        record, outcomes = read_run_dir(path)
-        return Recorded(str(record.get("run_id", path.name)), record, outcomes, str(path))
-    with open_store(store, create=False) as s:
-        run_id = s.resolve_run(ref)
-        record = s.record(run_id)
-        outcomes = s.outcomes(run_id).drop(columns=["run_id"], errors="ignore")
-        return Recorded(run_id, record, outcomes, str(s.path))
+    run = resolve_run_ref(ref, store)
+    return Recorded(run.run_id, run.record, run.outcomes(), run.source)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -241,37 +227,3 @@ def format_reproduction(r: Reproduction) -> str:
     else:
         lines.append("environment: same package versions, torch build, device, threads and flags")
     return "\n".join(lines)
-
-
-REPRODUCE_HELP = """\
-Re-run a stored run from its record and compare the per-sample outcomes.
-
-RUN is a run id (or a unique prefix) in the store, or a run directory holding
-record.json. Checkpoints and data are checked against the recorded sha256 and
-fingerprint first; a mismatch is refused (exit 2). Exit 0 when every outcome
-is identical, 1 when any differs.
-
-Examples:
-  rtb reproduce 20240101-120000-ab12cd34
-  rtb reproduce outputs/2024-01-01/12-00-00-default
-"""
-
-
-def reproduce_main(args: Sequence[str]) -> int:
-    """``rtb reproduce RUN``."""
-    from benchmark.store import add_store_option
-
-    parser = argparse.ArgumentParser(prog="rtb reproduce", description=REPRODUCE_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="run id (or unique prefix) in the store, or a run directory")
-    add_store_option(parser)
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="directory for the re-run's record (default: reproduce/RUN-TIME)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ns = parser.parse_args(args)
-    recorded = load_recorded(ns.run, ns.store)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(ns.out) if ns.out else Path("reproduce") / f"{recorded.run_id}-{stamp}"
-    result = reproduce(recorded, out_dir, progress=not ns.no_progress)
-    print(format_reproduction(result))
-    return 0 if result.comparison.identical else 1

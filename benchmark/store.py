@@ -14,14 +14,12 @@ mid-run leaves no partial run behind. The schema version lives in
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
 import random
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -31,6 +29,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from benchmark.core.errors import StoreError
+from benchmark.rundir import find_run_dirs, read_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -507,6 +506,10 @@ class Store:
         df = self._by_runs("SELECT * FROM outcomes", run_ids, "rowid", where, params)
         return expand_extras(df)
 
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table, for ``rtb store info``."""
+        return {t: int(self._read(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLES}
+
     def frame(self, table: str, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """One whole table as a pandas DataFrame (``runs`` includes the record JSON)."""
         if table not in TABLES:
@@ -600,22 +603,6 @@ def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = Tru
 
 # ----------------------------------------------------------------------------- run dirs
 
-def read_run_dir(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """``record.json`` and ``outcomes.parquet`` of one run directory."""
-    from benchmark.record import OUTCOMES_FILE, RECORD_FILE
-
-    try:
-        record = json.loads((run_dir / RECORD_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"Cannot read {str(run_dir / RECORD_FILE)!r}: {exc}.") from None
-    path = run_dir / OUTCOMES_FILE
-    try:
-        outcomes = pd.read_parquet(path) if path.exists() else pd.DataFrame()
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"Cannot read {str(path)!r}: {exc}.") from None
-    return record, outcomes
-
-
 def save_run_dir(store: str | os.PathLike[str] | None, run_dir: str | os.PathLike[str], *,
                  sweep_id: str | None = None) -> str:
     """Store the run written into ``run_dir`` (the runner's hook after ``write_record``)."""
@@ -629,21 +616,6 @@ def save_run_dir(store: str | os.PathLike[str] | None, run_dir: str | os.PathLik
             f"{str(exc).rstrip('.')}; the run's files are safe in {str(run_dir)!r} "
             f"(`rtb store rebuild {run_dir}` adds them)."
         ) from None
-
-
-def find_run_dirs(roots: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Every directory under ``roots`` holding a ``record.json``."""
-    from benchmark.record import RECORD_FILE
-
-    found: set[Path] = set()
-    for root in roots:
-        root = Path(root)
-        if not root.exists():
-            raise StoreError(f"Expected an existing run directory, but {str(root)!r} does not exist.")
-        if (root / RECORD_FILE).is_file():
-            found.add(root)
-        found.update(p.parent for p in root.rglob(RECORD_FILE))
-    return sorted(found)
 
 
 def rebuild(store: str | os.PathLike[str] | None, roots: Iterable[str | os.PathLike[str]], *,
@@ -686,83 +658,3 @@ def export(store: Store, table: str, path: str | os.PathLike[str], fmt: str | No
     path.parent.mkdir(parents=True, exist_ok=True)
     EXPORT_FORMATS[fmt](df, path)
     return len(df)
-
-
-# ----------------------------------------------------------------------------- CLI
-
-STORE_HELP = """\
-The results store: every run's record, measurements and per-sample outcomes in
-one SQLite file (default ./rtb.sqlite, or $RTB_STORE, or --store PATH).
-
-Examples:
-  rtb store list                              # runs, newest last
-  rtb store list --model mnist_cnn --version v2
-  rtb store export measurements m.csv         # csv or parquet, by suffix
-  rtb store export outcomes o.parquet --run 20240101-120000-ab12cd34
-  rtb store rebuild outputs multirun          # re-read run dirs into the store
-  rtb store rebuild outputs --fresh           # store = exactly the runs found
-  rtb store info                              # path, schema version, row counts
-"""
-
-
-def add_store_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", metavar="PATH", default=None,
-                        help=f"results store file (default: ${STORE_ENV} or ./{DEFAULT_STORE})")
-
-
-def store_main(args: Sequence[str]) -> int:
-    """``rtb store``: list, export, rebuild, info."""
-    parser = argparse.ArgumentParser(prog="rtb store", description=STORE_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p_list = sub.add_parser("list", help="list stored runs")
-    add_store_option(p_list)
-    p_list.add_argument("--model", help="only runs containing this model name")
-    p_list.add_argument("--version", help="only runs containing this version")
-    p_list.add_argument("--sweep", help="only runs of this sweep id")
-    p_exp = sub.add_parser("export", help="export a table to CSV or Parquet")
-    add_store_option(p_exp)
-    p_exp.add_argument("table", choices=TABLES)
-    p_exp.add_argument("path", help="output file; the suffix (.csv, .parquet) picks the format")
-    p_exp.add_argument("--format", choices=sorted(EXPORT_FORMATS), default=None)
-    p_exp.add_argument("--run", action="append", default=None, metavar="ID",
-                       help="only this run (repeatable; a unique prefix is enough)")
-    p_reb = sub.add_parser("rebuild", help="rebuild the store from run directories")
-    add_store_option(p_reb)
-    p_reb.add_argument("dirs", nargs="*", default=None,
-                       help="run directories or roots to search (default: outputs multirun)")
-    p_reb.add_argument("--fresh", action="store_true",
-                       help="drop stored runs that are not found under the given directories")
-    p_info = sub.add_parser("info", help="store path, schema version and row counts")
-    add_store_option(p_info)
-    ns = parser.parse_args(args)
-
-    if ns.action == "rebuild":
-        roots = ns.dirs or [d for d in ("outputs", "multirun") if (launch_dir() / d).exists()]
-        if not roots:
-            raise StoreError("No run directories given and none of ./outputs, ./multirun exist.")
-        ids = rebuild(ns.store, [launch_dir() / r for r in roots], fresh=ns.fresh)
-        print(f"rebuilt {len(ids)} run(s) into {resolve_store_path(ns.store)}")
-        return 0
-    with open_store(ns.store, create=False) as s:
-        if ns.action == "list":
-            df = s.runs(model=ns.model, version=ns.version, sweep_id=ns.sweep)
-            from benchmark.console import format_table
-
-            rows = [[r.run_id, r.name, str(r.data_name), str(r.data_fingerprint)[:12],
-                     str(r.models), str(r.sweep_id or ""), r.status] for r in df.itertuples()]
-            print(format_table(["run", "name", "data", "fingerprint", "models", "sweep", "status"],
-                               rows, align="lllllll"))
-        elif ns.action == "export":
-            chosen = [s.resolve_run(r) for r in ns.run] if ns.run else None
-            n = export(s, ns.table, ns.path, ns.format, chosen)
-            print(f"wrote {n} {ns.table} row(s) to {ns.path}")
-        elif ns.action == "info":
-            print(f"store: {s.path}\nschema version: {s.schema_version}")
-            for t in TABLES:
-                print(f"{t}: {s._read(f'SELECT count(*) FROM {t}')[0][0]} rows")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(store_main(sys.argv[1:]))

@@ -16,7 +16,8 @@ from conftest import tiny_overrides, write_checkpoint, write_npz
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from benchmark.compare import compare, compare_main, higher_is_better, select_sides
+from benchmark.commands.compare import compare_main
+from benchmark.compare import compare, higher_is_better, select_sides
 from benchmark.core.errors import StoreError
 from benchmark.store import Store
 

@@ -13,8 +13,9 @@ import yaml
 from test_compare import make_run
 
 from benchmark.cli import main
+from benchmark.commands.gate import gate_main
 from benchmark.core.errors import ConfigError
-from benchmark.gate import gate_main, load_rules, parse_rules
+from benchmark.gate import load_rules, parse_rules
 from benchmark.store import Store
 
 

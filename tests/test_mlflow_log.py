@@ -1,6 +1,6 @@
 """``rtb mlflow-log`` against a real local MLflow tracking store (SQLite),
-read back with ``mlflow.search_runs``. Skips when the optional extra is
-not installed; the not-installed error itself is tested either way."""
+read back with ``mlflow.search_runs``. MLflow is in the ``dev`` extra the
+tests run with; the not-installed error is tested by hiding it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from test_report import CLASSES, N, write_run
 
+from benchmark import store as store_mod
 from benchmark.cli import main
 from benchmark.core.errors import DataError
 from benchmark.mlflow_log import NOT_INSTALLED, flatten_metrics, metric_key
@@ -21,7 +23,6 @@ from benchmark.mlflow_log import NOT_INSTALLED, flatten_metrics, metric_key
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty MLflow SQLite store, created once: creating its schema takes
     most of a test's time, copying the file takes none."""
-    mlflow = pytest.importorskip("mlflow")
     path = tmp_path_factory.mktemp("mlflow") / "template.db"
     mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
     return path
@@ -39,7 +40,6 @@ def _uri(tmp_path: Path) -> str:
 
 
 def _search(uri: str):
-    mlflow = pytest.importorskip("mlflow")
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=["rtb"], output_format="pandas")
 
@@ -59,7 +59,6 @@ def test_metric_keys() -> None:
 
 
 def test_run_is_logged_and_read_back(tmp_path: Path, capsys, uri: str) -> None:
-    pytest.importorskip("mlflow")
     run_dir, outcomes = write_run(tmp_path, corruption=True)
     assert main(["mlflow-log", str(run_dir), "--tracking-uri", uri]) == 0
     df = _search(uri)
@@ -94,7 +93,6 @@ def test_run_is_logged_and_read_back(tmp_path: Path, capsys, uri: str) -> None:
 
 
 def test_sweep_is_one_parent_with_a_child_per_job(tmp_path: Path, uri: str) -> None:
-    pytest.importorskip("mlflow")
     sweep = tmp_path / "multirun" / "12-00-00-default"
     for job, version in enumerate(("v1", "v2", "v3")):
         write_run(tmp_path, versions=(version,), seed=job, run_id=f"2024010{job + 1}-000000-job",
@@ -121,8 +119,6 @@ def test_sweep_is_one_parent_with_a_child_per_job(tmp_path: Path, uri: str) -> N
 
 
 def test_sweep_from_the_store(tmp_path: Path, uri: str) -> None:
-    pytest.importorskip("mlflow")
-    store_mod = pytest.importorskip("benchmark.store")
     store = tmp_path / "rtb.sqlite"
     for job in range(2):
         d, _ = write_run(tmp_path, versions=("v1",), seed=job, run_id=f"2024010{job + 1}-x",

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark import store as store_mod
 from benchmark.cli import main
 from benchmark.core.types import CheckResult, Measurement, Outcome, Threat
 from benchmark.record import RunRecord, write_record
@@ -338,9 +339,9 @@ def test_error_from_the_real_command_is_one_line(tmp_path: Path, run_cli) -> Non
 
 
 def test_record_file_name_matches_the_writer() -> None:
-    from benchmark import record, report_html
+    from benchmark import record, rundir
 
-    assert report_html.RECORD_FILE == record.RECORD_FILE
+    assert rundir.RECORD_FILE == record.RECORD_FILE
 
 
 def test_report_help_teaches() -> None:
@@ -357,7 +358,6 @@ def test_help_lists_examples(capsys) -> None:
 
 
 def test_runs_from_the_store(tmp_path: Path, capsys) -> None:
-    store_mod = pytest.importorskip("benchmark.store")
     store = tmp_path / "rtb.sqlite"
     old, _ = write_run(tmp_path, versions=("v1", "v2"), seed=3, run_id="20240101-000000-old")
     new, _ = write_run(tmp_path, versions=("v1", "v2"), seed=4, run_id="20240102-000000-new")

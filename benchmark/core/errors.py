@@ -31,6 +31,11 @@ class StoreError(UserError):
     """The results store cannot answer the request (unknown run, version, ...)."""
 
 
+class RunDirError(StoreError):
+    """A run directory or run reference cannot be read or resolved (the run
+    directories are the store's source of truth, hence a ``StoreError``)."""
+
+
 def expected(what: str, wanted: str, got: Any) -> str:
     """Format the house message: ``"Expected `what` to be wanted, but got got."``"""
     return f"Expected `{what}` to be {wanted}, but got {got!r}."

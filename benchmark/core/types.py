@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:  # torch only for annotations: the store, compare and gate run without it
+    import torch
 
 THREAT_FAMILIES: tuple[str, ...] = ("clean", "attack", "corruption", "fault")
 #: What a threat's one number is called, by family (``pgd_linf eps=0.3``).
@@ -66,6 +68,8 @@ class EvalSet:
 def fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
     """sha256 over the exact bytes of x (float32, contiguous) and y (int64)."""
     import hashlib
+
+    import torch
 
     h = hashlib.sha256()
     h.update(str(tuple(x.shape)).encode())
