@@ -167,3 +167,11 @@ def run_cli(tmp_path: Path) -> CLIRunner:
         )
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny data, a checkpoint and a store holding one run (built once per worker)."""
+    from badinput import build_world
+
+    return build_world(tmp_path_factory.mktemp("world"))
