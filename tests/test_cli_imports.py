@@ -76,3 +76,21 @@ def test_version_falls_back_to_the_package(monkeypatch, capsys) -> None:
     monkeypatch.setattr(metadata, "version", not_installed)
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"rtb {__version__}"
+
+
+@pytest.mark.parametrize("args", [["store", "list"], ["gate"], ["compare", "tiny@v1", "tiny@v1"]],
+                         ids=" ".join)
+def test_store_commands_on_a_real_run_start_without_torch(world, tmp_path: Path,
+                                                          args: list[str]) -> None:
+    """``rtb store list``, ``rtb gate`` and ``rtb compare`` read a store that holds a
+    run without importing torch (exit 0 or 1 for the gate's verdict, never 2)."""
+    import shutil
+
+    shutil.copy(world.store, tmp_path / "rtb.sqlite")
+    if args == ["gate"]:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text("candidates: [tiny@v1]\nrules:\n"
+                         "  - floor: {threat: clean, metric: accuracy, min: 0.1}\n")
+        args = ["gate", "--rules", str(rules)]
+    result = _probe(args, tmp_path)
+    assert result["heavy"] == [] and result["code"] in (0, 1), result
