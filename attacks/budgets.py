@@ -33,7 +33,7 @@ from attacks.art_adapter import (
     project,
     seed_everything,
 )
-from attacks.targets import get_target_rule
+from attacks.target_rules import get_target_rule
 from benchmark.core.forward import forward_logits, predict
 from benchmark.core.specs import AttackSpec
 from benchmark.core.types import ModelUnderTest, Outcome, Threat

@@ -14,7 +14,7 @@ from conftest import make_evalset, make_model, train_tiny_mlp
 
 from attacks.art_adapter import ArtAdapter, attack_kind, project
 from attacks.budgets import attack_points, predict, run_attack
-from attacks.targets import TARGET_RULES, get_target_rule, register_target_rule
+from attacks.target_rules import TARGET_RULES, get_target_rule, register_target_rule
 from benchmark.compose import compose, group_options, to_container
 from benchmark.core.errors import ConfigError
 from benchmark.core.specs import AttackSpec

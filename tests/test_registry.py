@@ -7,7 +7,7 @@ import pytest
 from attacks.corruptions import CORRUPTIONS
 from attacks.diagnostics import MODEL_FLAGS
 from attacks.faults import FAULTS
-from attacks.targets import TARGET_RULES
+from attacks.target_rules import TARGET_RULES
 from benchmark.core.errors import ConfigError, DataError
 from benchmark.core.registry import Registry
 from benchmark.data import LOADERS
