@@ -383,6 +383,23 @@ def claim_timeout_s() -> float:
     return value
 
 
+def _abandoned(owner: str, heartbeat: float, now: float, timeout: float) -> bool:
+    """A running claim is abandoned when its heartbeat is older than ``timeout``,
+    or its owner is a process of this host that no longer exists."""
+    if now - heartbeat >= timeout:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
 def job_owner() -> str:
     """This process as a claim owner: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -657,7 +674,8 @@ class Store:
                 return Claim("complete", run_key, owner, str(done[0]))
             row = conn.execute("SELECT state, owner, heartbeat FROM jobs WHERE run_key = ?",
                                (run_key,)).fetchone()
-            if row and row[0] == "running" and row[1] != owner and now - float(row[2]) < timeout:
+            if row and row[0] == "running" and row[1] != owner and not _abandoned(
+                    str(row[1]), float(row[2]), now, timeout):
                 return Claim("running", run_key, str(row[1]))
             if row:
                 log.info("Taking over job %s (%s by %s)", run_key[:12], row[0], row[1])
@@ -700,8 +718,8 @@ class Store:
         timeout = claim_timeout_s() if stale_after is None else stale_after
         now = time.time()
         df["status"] = [
-            "abandoned" if st == "running" and now - float(hb) >= timeout else st
-            for st, hb in zip(df["state"], df["heartbeat"], strict=True)]
+            "abandoned" if st == "running" and _abandoned(str(ow), float(hb), now, timeout)
+            else st for st, ow, hb in zip(df["state"], df["owner"], df["heartbeat"], strict=True)]
         return df
 
     def delete_runs(self, run_ids: Iterable[str]) -> None:
