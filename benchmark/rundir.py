@@ -119,7 +119,7 @@ def resolve_run_ref(ref: str, store: str | os.PathLike[str] | None = None) -> Lo
             f"Unknown run {ref!r}: it is not a run directory, and there is no results store at "
             f"{str(store_path)!r} to look it up in."
         )
-    with open_store(store_path, create=False) as s:
+    with open_store(store_path, readonly=True) as s:
         run_id = s.resolve_run(ref)
         return LoadedRun(record=s.record(run_id), source=f"store {store_path}",
                          outcomes=stored_outcomes(store_path, run_id))
@@ -130,7 +130,7 @@ def stored_outcomes(store_path: Path, run_id: str) -> Callable[[], pd.DataFrame]
     def read() -> pd.DataFrame:
         from benchmark.store import open_store
 
-        with open_store(store_path, create=False) as s:
+        with open_store(store_path, readonly=True) as s:
             return s.outcomes(run_id).drop(columns=["run_id"], errors="ignore")
 
     return read

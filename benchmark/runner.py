@@ -173,6 +173,10 @@ def run_benchmark(
     uses it to skip a job already complete in the store, by raising);
     ``extra`` goes into the record (e.g. the sweep id)."""
     started = datetime.now(timezone.utc)
+    if spec.store:  # a store this run could not write is refused before any work
+        from benchmark.store import check_writable_store
+
+        check_writable_store(spec.store.path)
     configure_determinism(spec.seed, spec.deterministic)
     device = resolve_device(spec.device)
     data = load_evalset(spec.data)
@@ -183,53 +187,60 @@ def run_benchmark(
     key = run_key(resolved_config, models, data)
     if on_key is not None:
         on_key(key)
-    log.info("Evaluating %d version(s) on %s (%d samples) on %s", len(models), data.name,
-             len(data), device)
-    checks = pre_checks(spec, data, models)
-    checks += flags_before_threats(spec, data, models)
+    try:
+        log.info("Evaluating %d version(s) on %s (%d samples) on %s", len(models), data.name,
+                 len(data), device)
+        checks = pre_checks(spec, data, models)
+        checks += flags_before_threats(spec, data, models)
 
-    outcomes: list[Outcome] = []
-    with tqdm(total=len(models) * count_steps(spec), desc="rtb", unit="step",
-              disable=not progress, dynamic_ncols=True) as bar:
-        for model in models:
-            bar.set_postfix_str(f"{model.key} clean")
-            clean = clean_outcome(model, data, spec.batch_size)
-            outcomes.append(clean)
-            bar.update(1)
-            outcomes.extend(threat_outcomes(spec, model, data, clean, bar))
+        outcomes: list[Outcome] = []
+        with tqdm(total=len(models) * count_steps(spec), desc="rtb", unit="step",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for model in models:
+                bar.set_postfix_str(f"{model.key} clean")
+                clean = clean_outcome(model, data, spec.batch_size)
+                outcomes.append(clean)
+                bar.update(1)
+                outcomes.extend(threat_outcomes(spec, model, data, clean, bar))
 
-    measurements = derived_measurements(spec, data, models, outcomes)
-    checks += flags_after_threats(spec, data, models, outcomes)
-    run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    for row in measurements:
-        row.run = run_id
-    record = RunRecord(
-        run_id=run_id,
-        name=spec.name,
-        started=started.isoformat(),
-        finished=datetime.now(timezone.utc).isoformat(),
-        config=resolved_config,
-        overrides=list(overrides or []),
-        config_hash=config_hash(resolved_config),
-        run_key=key,
-        models={
-            m.key: {"name": m.name, "version": m.version, "sha256": m.sha256,
-                    "checkpoint": spec.models[k].checkpoint}
-            for k, m in zip(spec.models, models, strict=True)
-        },
-        data={"name": data.name, "fingerprint": data.fingerprint, "n": len(data),
-              "classes": data.classes, "shape": list(data.sample_shape)},
-        seed=spec.seed,
-        device=str(device),
-        env=environment(device),
-        measurements=measurements,
-        checks=checks,
-        extra=dict(extra or {}),
-    )
-    write_record(out_dir, record, outcomes)
-    if spec.store:  # the run's files are written first: the store can be rebuilt from them
-        from benchmark.store import save_run_dir
+        measurements = derived_measurements(spec, data, models, outcomes)
+        checks += flags_after_threats(spec, data, models, outcomes)
+        run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        for row in measurements:
+            row.run = run_id
+        record = RunRecord(
+            run_id=run_id,
+            name=spec.name,
+            started=started.isoformat(),
+            finished=datetime.now(timezone.utc).isoformat(),
+            config=resolved_config,
+            overrides=list(overrides or []),
+            config_hash=config_hash(resolved_config),
+            run_key=key,
+            models={
+                m.key: {"name": m.name, "version": m.version, "sha256": m.sha256,
+                        "checkpoint": spec.models[k].checkpoint}
+                for k, m in zip(spec.models, models, strict=True)
+            },
+            data={"name": data.name, "fingerprint": data.fingerprint, "n": len(data),
+                  "classes": data.classes, "shape": list(data.sample_shape)},
+            seed=spec.seed,
+            device=str(device),
+            env=environment(device),
+            measurements=measurements,
+            checks=checks,
+            extra=dict(extra or {}),
+        )
+        write_record(out_dir, record, outcomes)
+        if spec.store:  # the run's files are written first: the store can be rebuilt from them
+            from benchmark.store import save_run_dir
 
-        save_run_dir(spec.store.path, out_dir)
+            save_run_dir(spec.store.path, out_dir)
+    except BaseException as exc:  # the job's claim, if this process holds one, failed
+        if spec.store:
+            from benchmark.store import fail_claim
+
+            fail_claim(spec.store.path, key, exc)
+        raise
     return RunResult(record=record, outcomes=outcomes, evalset=data, models=models,
                      out_dir=out_dir)

@@ -9,7 +9,20 @@ Concurrency and safety: WAL journal, a busy timeout plus retry with backoff
 around every transaction, and one ``BEGIN IMMEDIATE`` transaction per run, so
 parallel sweep jobs never see "database is locked", and a writer killed
 mid-run leaves no partial run behind. The schema version lives in
-``PRAGMA user_version`` and migrates forward on open.
+``PRAGMA user_version`` and migrates forward when a writer opens the store.
+
+Readers (``rtb store list|export|info``, ``compare``, ``gate``, ``report``)
+open the file read-only (``mode=ro``): no migration, no journal-mode change, no
+table creation, so a read-only store file or directory can be read. Before
+anything is written, a file is told apart from a foreign one: an rtb store is
+an SQLite database with a ``runs`` table and a schema version in
+``user_version``; a missing or empty (0-byte) file is a new store; anything
+else is refused with one line and left exactly as it was.
+
+Job claims (the ``jobs`` table, schema v3) make skip-existing atomic: before a
+job runs its threats it claims its content key in one ``BEGIN IMMEDIATE``
+transaction (see ``Store.claim_job``), so identical sweeps started together
+run each job once.
 """
 
 from __future__ import annotations
@@ -19,9 +32,11 @@ import logging
 import math
 import os
 import random
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +51,11 @@ log = logging.getLogger(__name__)
 STORE_ENV = "RTB_STORE"
 DEFAULT_STORE = "rtb.sqlite"
 DEFAULT_TIMEOUT_S = 120.0
+CLAIM_TIMEOUT_ENV = "RTB_CLAIM_TIMEOUT_S"
+#: A ``running`` job whose heartbeat is older than this is abandoned and may be
+#: taken over (a live job refreshes its heartbeat every fifth of it).
+DEFAULT_CLAIM_TIMEOUT_S = 300.0
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 T = TypeVar("T")
 
@@ -134,10 +154,29 @@ def _v2(conn: sqlite3.Connection) -> None:
         conn.executemany(_INSERT_CHECK, _check_rows(run_id, json.loads(record)))
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2]
+def _v3(conn: sqlite3.Connection) -> None:
+    """A ``jobs`` table: one claim per content key (``running``, ``complete`` or
+    ``failed``), so concurrent sweeps run each job once."""
+    conn.execute("""
+        CREATE TABLE jobs (
+            run_key TEXT PRIMARY KEY,
+            state TEXT NOT NULL CHECK (state IN ('running', 'complete', 'failed')),
+            owner TEXT NOT NULL,
+            started TEXT NOT NULL,
+            heartbeat REAL NOT NULL,
+            finished TEXT,
+            run_id TEXT,
+            sweep_id TEXT,
+            error TEXT
+        )""")
+    conn.execute("CREATE INDEX jobs_state ON jobs(state)")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-TABLES: tuple[str, ...] = ("runs", "models", "measurements", "outcomes", "checks")
+TABLES: tuple[str, ...] = ("runs", "models", "measurements", "outcomes", "checks", "jobs")
+JOB_STATES: tuple[str, ...] = ("running", "complete", "failed")
 
 _INSERT_RUN = (
     "INSERT INTO runs (run_id, name, run_key, config_hash, data_name, data_fingerprint, "
@@ -187,6 +226,183 @@ def resolve_store_path(value: str | os.PathLike[str] | None = None) -> Path:
     raw = os.fspath(value) if value else os.environ.get(STORE_ENV) or DEFAULT_STORE
     path = Path(raw).expanduser()
     return path if path.is_absolute() else launch_dir() / path
+
+
+def _q(path: Path) -> str:
+    return repr(str(path))
+
+
+def _read_only_uri(path: Path, immutable: bool = False) -> str:
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def _has_write_bits(path: Path) -> bool:
+    """Writable for this process, and not marked read-only by its mode bits (a
+    file without any write bit counts as read-only even for root)."""
+    try:
+        return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path``'s nearest ancestor that exists; a file in the way is refused."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(
+                    f"Expected the store's parent {str(parent)!r} to be a directory, but it is "
+                    f"a file (store path {str(path)!r})."
+                )
+            return parent
+    return Path(path.anchor or ".")
+
+
+def store_kind(path: str | os.PathLike[str]) -> str:
+    """What ``path`` holds, read without changing it: ``"absent"``, ``"new"``
+    (an empty file) or ``"rtb"`` (a results store of this or an older schema).
+
+    A directory, a file that is not SQLite, a foreign SQLite database and a
+    store newer than this rtb raise ``StoreError`` (what, expected, got).
+    """
+    p = Path(path)
+    _nearest_existing(p)
+    if p.is_dir():
+        raise StoreError(
+            f"Expected the store to be an SQLite file, but {_q(p)} is a directory."
+        )
+    if not p.exists():
+        return "absent"
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"Cannot read the results store {_q(p)}: {exc.strerror}.") from None
+    if not head:
+        return "new"
+    if head != SQLITE_HEADER:
+        raise StoreError(
+            f"Expected {_q(p)} to be an rtb results store (SQLite), but it is not an SQLite "
+            f"database (file is not a database)."
+        )
+    version, tables = _peek(p)
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"The results store {_q(p)} has schema version {version}, newer than this rtb "
+            f"understands ({SCHEMA_VERSION}); upgrade rtb."
+        )
+    if version >= 1 and "runs" in tables:
+        return "rtb"
+    if version == 0 and not tables:
+        return "new"
+    shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+    raise StoreError(
+        f"Expected {_q(p)} to be an rtb results store (an SQLite file with a `runs` table and "
+        f"a schema version), but got a foreign SQLite database (schema version {version}, "
+        f"tables: {shown or 'none'}); it was left unchanged."
+    )
+
+
+def _peek(path: Path) -> tuple[int, set[str]]:
+    """Schema version and table names of an SQLite file, opened read-only."""
+    try:
+        conn = _connect_read_only(path, DEFAULT_TIMEOUT_S)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {str(r[0]) for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(
+            f"Expected {_q(path)} to be an rtb results store (SQLite), but reading it "
+            f"failed: {exc}."
+        ) from None
+    return version, tables
+
+
+def _connect_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    """A read-only connection; in a read-only directory where a WAL store's
+    ``-shm`` file cannot be created, the file is opened as immutable."""
+    conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=timeout,
+                           isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "unable to open" not in str(exc) and "readonly" not in str(exc).lower():
+            raise
+    return sqlite3.connect(_read_only_uri(path, immutable=True), uri=True, timeout=timeout,
+                           isolation_level=None, check_same_thread=False)
+
+
+def check_writable_store(path: str | os.PathLike[str] | None) -> Path:
+    """Refuse, before any compute, a store a run could not write: a parent that
+    is a file, a directory, a junk file, a foreign SQLite database, a newer
+    store, or a read-only file or directory. Returns the resolved path."""
+    p = resolve_store_path(path)
+    kind = store_kind(p)
+    if kind == "absent":
+        where = _nearest_existing(p)
+        if not _has_write_bits(where):
+            raise StoreError(
+                f"Expected a writable directory for the new store {_q(p)}, but "
+                f"{str(where)!r} is read-only."
+            )
+        return p
+    if not _has_write_bits(p):
+        raise StoreError(
+            f"Expected a writable results store, but {_q(p)} is read-only; readers "
+            f"(`rtb store list`, compare, gate, report) can still use it."
+        )
+    if not _has_write_bits(p.parent):
+        raise StoreError(
+            f"Expected the store's directory {str(p.parent)!r} to be writable (SQLite keeps its "
+            f"journal there), but it is read-only."
+        )
+    return p
+
+
+def claim_timeout_s() -> float:
+    """Seconds after which a ``running`` claim without a heartbeat is abandoned
+    (``$RTB_CLAIM_TIMEOUT_S``, default 300)."""
+    raw = os.environ.get(CLAIM_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_CLAIM_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise StoreError(
+            f"Expected ${CLAIM_TIMEOUT_ENV} to be a positive number of seconds, but got {raw!r}."
+        )
+    return value
+
+
+def _abandoned(owner: str, heartbeat: float, now: float, timeout: float) -> bool:
+    """A running claim is abandoned when its heartbeat is older than ``timeout``,
+    or its owner is a process of this host that no longer exists."""
+    if now - heartbeat >= timeout:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def job_owner() -> str:
+    """This process as a claim owner: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # ----------------------------------------------------------------------------- rows
@@ -266,34 +482,76 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The answer to ``Store.claim_job``: ``claimed`` (run it), ``complete``
+    (a finished run holds the key: ``run_id``) or ``running`` (another live
+    process holds the claim: ``owner``)."""
+
+    outcome: str
+    run_key: str
+    owner: str
+    run_id: str | None = None
+
+
 class Store:
-    """One SQLite results store. Use as a context manager or call ``close``."""
+    """One SQLite results store. Use as a context manager or call ``close``.
+
+    ``readonly`` opens the file with ``mode=ro``: nothing is migrated, created
+    or switched, and an older schema is read as far as its tables go. A
+    ``create=False`` open of a read-only store file or directory is read-only."""
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
-                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout: float = DEFAULT_TIMEOUT_S, readonly: bool = False) -> None:
         self.path = Path(path)
         self.timeout = timeout
-        if self.path.is_dir():
-            raise StoreError(
-                f"Expected the store to be an SQLite file, but {str(self.path)!r} is a directory."
-            )
-        if not self.path.exists():
-            if not create:
+        kind = store_kind(self.path)
+        if kind == "rtb" and not create and not readonly and not (
+                _has_write_bits(self.path) and _has_write_bits(self.path.parent)):
+            readonly = True  # a reader (``create=False``) of a read-only store
+        self.readonly = readonly
+        if kind == "absent":
+            if not create or readonly:
                 raise StoreError(
                     f"No results store at {str(self.path)!r}; run `rtb run` first, or point "
                     f"--store / ${STORE_ENV} at an existing store."
                 )
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"Cannot create the store's directory {str(self.path.parent)!r}: "
+                    f"{exc.strerror}."
+                ) from None
+        elif kind == "new" and readonly:
+            raise StoreError(
+                f"Expected a results store at {str(self.path)!r}, but the file is empty; run "
+                f"`rtb run` first."
+            )
         try:
-            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                         check_same_thread=False)
+            if readonly:
+                self._conn = _connect_read_only(self.path, timeout)
+            else:
+                self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                             check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"Cannot open the results store {str(self.path)!r}: {exc}.") from None
         try:
-            self._retry(self._setup)
-            self._retry(self._migrate)
+            if readonly:
+                self._retry(lambda: self._conn.execute(
+                    f"PRAGMA busy_timeout = {int(self.timeout * 1000)}"))
+            else:
+                self._retry(self._setup)
+                self._retry(self._migrate)
+            self._tables = {str(r[0]) for r in self._read(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
             self._conn.close()
+            if "readonly" in str(exc).lower():
+                raise StoreError(
+                    f"Expected a writable results store, but {str(self.path)!r} is read-only "
+                    f"({exc})."
+                ) from None
             raise StoreError(
                 f"Expected {str(self.path)!r} to be an rtb results store (SQLite), but "
                 f"opening it failed: {exc}."
@@ -401,6 +659,73 @@ class Store:
         log.info("Stored run %s in %s", run_id, self.path)
         return run_id
 
+    def claim_job(self, run_key: str, owner: str | None = None, *,
+                  stale_after: float | None = None, sweep_id: str | None = None) -> Claim:
+        """Claim ``run_key`` for ``owner`` in one ``BEGIN IMMEDIATE`` transaction.
+
+        A finished run with the key: ``complete``. A ``running`` claim of another
+        owner whose heartbeat is younger than ``stale_after`` seconds: ``running``.
+        Otherwise (no claim, a failed or abandoned one): the claim is taken."""
+        owner = owner or job_owner()
+        timeout = claim_timeout_s() if stale_after is None else stale_after
+
+        def body(conn: sqlite3.Connection) -> Claim:
+            now = time.time()
+            done = conn.execute(
+                "SELECT run_id FROM runs WHERE run_key = ? AND status = 'finished' "
+                "ORDER BY started DESC, run_id DESC LIMIT 1", (run_key,)).fetchone()
+            if done:
+                return Claim("complete", run_key, owner, str(done[0]))
+            row = conn.execute("SELECT state, owner, heartbeat FROM jobs WHERE run_key = ?",
+                               (run_key,)).fetchone()
+            if row and row[0] == "running" and row[1] != owner and not _abandoned(
+                    str(row[1]), float(row[2]), now, timeout):
+                return Claim("running", run_key, str(row[1]))
+            if row:
+                log.info("Taking over job %s (%s by %s)", run_key[:12], row[0], row[1])
+            conn.execute(
+                "INSERT OR REPLACE INTO jobs (run_key, state, owner, started, heartbeat, "
+                "finished, run_id, sweep_id, error) VALUES (?, 'running', ?, ?, ?, NULL, NULL, ?, "
+                "NULL)", (run_key, owner, _now_iso(), now, sweep_id))
+            return Claim("claimed", run_key, owner)
+
+        return self._write(body)
+
+    def heartbeat(self, run_key: str, owner: str) -> bool:
+        """Refresh ``owner``'s running claim of ``run_key``; False once it is not theirs."""
+        def body(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("UPDATE jobs SET heartbeat = ? WHERE run_key = ? AND owner = ? "
+                               "AND state = 'running'", (time.time(), run_key, owner))
+            return cur.rowcount > 0
+
+        return self._write(body)
+
+    def fail_job(self, run_key: str, owner: str, error: str = "") -> bool:
+        """Mark ``owner``'s running claim of ``run_key`` failed (no-op otherwise)."""
+        def body(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE jobs SET state = 'failed', finished = ?, error = ? WHERE run_key = ? "
+                "AND owner = ? AND state = 'running'",
+                (_now_iso(), error[:500], run_key, owner))
+            return cur.rowcount > 0
+
+        return self._write(body)
+
+    def jobs(self, *, stale_after: float | None = None) -> pd.DataFrame:
+        """Job claims, oldest first, with ``status``: the state, or ``abandoned``
+        for a running claim whose heartbeat is older than ``stale_after``."""
+        cols = ["run_key", "state", "owner", "started", "heartbeat", "finished", "run_id",
+                "sweep_id", "error"]
+        if "jobs" not in self._tables:
+            return pd.DataFrame(columns=[*cols, "status"])
+        df = self._frame(f"SELECT {', '.join(cols)} FROM jobs ORDER BY started, run_key")
+        timeout = claim_timeout_s() if stale_after is None else stale_after
+        now = time.time()
+        df["status"] = [
+            "abandoned" if st == "running" and _abandoned(str(ow), float(hb), now, timeout)
+            else st for st, ow, hb in zip(df["state"], df["owner"], df["heartbeat"], strict=True)]
+        return df
+
     def delete_runs(self, run_ids: Iterable[str]) -> None:
         ids = list(run_ids)
 
@@ -486,6 +811,9 @@ class Store:
         return df.astype({"param": float, "value": float, "ci_low": float, "ci_high": float})
 
     def checks(self, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        if "checks" not in self._tables:  # a v1 store opened read-only
+            return pd.DataFrame(columns=["run_id", "name", "status", "subject", "message",
+                                         "evidence"])
         df = self._by_runs("SELECT * FROM checks", run_ids, "rowid")
         df["evidence"] = [json.loads(e) if isinstance(e, str) else {} for e in df["evidence"]]
         return df
@@ -508,12 +836,19 @@ class Store:
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table, for ``rtb store info``."""
-        return {t: int(self._read(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLES}
+        return {t: int(self._read(f"SELECT count(*) FROM {t}")[0][0]) for t in TABLES
+                if t in self._tables}
 
     def frame(self, table: str, run_ids: Sequence[str] | None = None) -> pd.DataFrame:
         """One whole table as a pandas DataFrame (``runs`` includes the record JSON)."""
         if table not in TABLES:
             raise StoreError(f"Unknown store table {table!r}; expected one of: {', '.join(TABLES)}.")
+        if table not in self._tables:
+            raise StoreError(
+                f"The results store {str(self.path)!r} has schema version {self.schema_version}, "
+                f"without a {table!r} table; a write command (`rtb run`, `rtb store rebuild`) "
+                f"migrates it to version {SCHEMA_VERSION}."
+            )
         if table == "outcomes":
             return self.outcomes(run_ids)
         if table == "measurements":
@@ -536,6 +871,8 @@ class Store:
         """What is inconsistent: SQLite's integrity check plus rows without a run."""
         problems = [r[0] for r in self._read("PRAGMA integrity_check") if r[0] != "ok"]
         for table in ("models", "measurements", "outcomes", "checks"):
+            if table not in self._tables:
+                continue
             n = self._read(f"SELECT count(*) FROM {table} WHERE run_id NOT IN "
                            "(SELECT run_id FROM runs)")[0][0]
             if n:
@@ -570,7 +907,27 @@ def _insert_run(conn: sqlite3.Connection, record: Mapping[str, Any], outcomes: p
     conn.executemany(_INSERT_MEASUREMENT, _measurement_rows(run_id, record))
     conn.executemany(_INSERT_CHECK, _check_rows(run_id, record))
     conn.executemany(_INSERT_OUTCOME, _outcome_rows(run_id, outcomes))
+    key = record.get("run_key")
+    if isinstance(key, str) and key and status == "finished":
+        _complete_job(conn, key, run_id, sweep_id or _sweep_id(record))
     return run_id
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _complete_job(conn: sqlite3.Connection, run_key: str, run_id: str,
+                  sweep_id: str | None) -> None:
+    """Mark the job of ``run_key`` complete (in the transaction storing its run)."""
+    now = _now_iso()
+    cur = conn.execute("UPDATE jobs SET state = 'complete', finished = ?, run_id = ?, "
+                       "heartbeat = ?, error = NULL WHERE run_key = ?",
+                       (now, run_id, time.time(), run_key))
+    if cur.rowcount == 0:
+        conn.execute("INSERT INTO jobs (run_key, state, owner, started, heartbeat, finished, "
+                     "run_id, sweep_id) VALUES (?, 'complete', ?, ?, ?, ?, ?, ?)",
+                     (run_key, job_owner(), now, time.time(), now, run_id, sweep_id))
 
 
 def _delete_run(conn: sqlite3.Connection, run_id: str) -> None:
@@ -596,9 +953,28 @@ def expand_extras(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
-    """Open the store at ``path`` (or the default, see ``resolve_store_path``)."""
-    return Store(resolve_store_path(path), create=create)
+def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True,
+               readonly: bool = False) -> Store:
+    """Open the store at ``path`` (or the default, see ``resolve_store_path``);
+    ``readonly`` for commands that only read (see ``Store``)."""
+    return Store(resolve_store_path(path), create=create, readonly=readonly)
+
+
+def fail_claim(store: str | os.PathLike[str] | None, run_key: str,
+               error: BaseException | str = "") -> None:
+    """Mark this process's running claim of ``run_key`` failed, if it holds one;
+    never raises (it runs while another error is on its way out)."""
+    try:
+        path = resolve_store_path(store)
+        if store_kind(path) != "rtb":
+            return
+        text = error if isinstance(error, str) else (
+            f"{type(error).__name__}: {error}".rstrip(": "))
+        with Store(path, create=False) as s:
+            if s.fail_job(run_key, job_owner(), text):
+                log.info("Job %s marked failed in %s", run_key[:12], path)
+    except Exception as exc:
+        log.warning("Could not mark job %s failed in the store: %s", run_key[:12], exc)
 
 
 # ----------------------------------------------------------------------------- run dirs
@@ -625,6 +1001,7 @@ def rebuild(store: str | os.PathLike[str] | None, roots: Iterable[str | os.PathL
     Without ``fresh`` the runs found are added or replaced and every other run
     stays; with ``fresh`` the store holds exactly the runs found afterwards.
     """
+    check_writable_store(store)
     dirs = find_run_dirs(roots)
     loaded = [(d, *read_run_dir(d)) for d in dirs]
     with open_store(store) as s:

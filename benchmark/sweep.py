@@ -8,6 +8,13 @@ A sweep is ``rtb run -m ...``; each job is one run. The pieces here:
   oversubscribe the cores) and decide whether a job whose content key is
   already complete in the store is skipped (``JobSkipped``, raised by the
   runner's key hook before any threat runs).
+* ``claim_hook``: that key hook. It claims the key in the store's ``jobs``
+  table in one ``BEGIN IMMEDIATE`` transaction, so identical sweeps started
+  together run each job once: a key that is complete, or claimed by a live
+  process (heartbeat younger than ``$RTB_CLAIM_TIMEOUT_S``, default 300 s;
+  refreshed every fifth of that), is skipped; a failed or abandoned claim is
+  taken over. Storing the run marks the claim complete in the same
+  transaction; a run that raises marks it failed.
 * ``SweepCallback`` (``hydra.callbacks`` in ``conf/config.yaml``): writes
   ``sweep.json`` (id, start, job count) into the sweep dir, reports
   "job k/N done, ETA" after each job, and at the end prints and writes the
@@ -26,6 +33,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -120,12 +128,18 @@ def apply_threads(threads: int | None) -> int:
 # ----------------------------------------------------------------------------- skip
 
 class JobSkipped(Exception):
-    """A job's content key is already complete in the store: nothing to run."""
+    """Nothing to run: a finished run already holds the job's content key
+    (``run_id``), or another live process has claimed it (``owner``)."""
 
-    def __init__(self, run_key: str, run_id: str) -> None:
-        super().__init__(f"run {run_id} already holds this job (key {run_key[:12]})")
+    def __init__(self, run_key: str, run_id: str | None, owner: str | None = None) -> None:
+        if run_id is not None:
+            msg = f"run {run_id} already holds this job (key {run_key[:12]})"
+        else:
+            msg = f"job (key {run_key[:12]}) claimed by another process ({owner})"
+        super().__init__(msg)
         self.run_key = run_key
         self.run_id = run_id
+        self.owner = owner
 
 
 def complete_run(store: str | None, run_key: str) -> str | None:
@@ -133,22 +147,55 @@ def complete_run(store: str | None, run_key: str) -> str | None:
     from benchmark.store import Store, resolve_store_path
 
     path = resolve_store_path(store)
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return None
-    with Store(path, create=False) as s:
+    with Store(path, readonly=True) as s:
         runs = s.runs(run_key=run_key, status="finished")
     return None if runs.empty else str(runs["run_id"].iloc[-1])
 
 
+def _keep_alive(store: Path, run_key: str, owner: str, every: float) -> None:
+    """Refresh a claim's heartbeat until the claim is no longer this owner's
+    running one (the run was stored, or failed)."""
+    from benchmark.store import Store
+
+    stop = threading.Event()
+    while not stop.wait(every):
+        try:
+            with Store(store, create=False) as s:
+                if not s.heartbeat(run_key, owner):
+                    return
+        except Exception as exc:  # a heartbeat must never break the job it guards
+            log.warning("Heartbeat of job %s failed: %s", run_key[:12], exc)
+
+
+def claim_hook(store: str | None, sweep_id: str | None = None) -> Callable[[str], None]:
+    """A runner key hook that claims the job's key in the store atomically:
+    raises ``JobSkipped`` when the key is complete or claimed by a live
+    process; otherwise the claim is this process's, and a daemon thread keeps
+    its heartbeat fresh until the run is stored or marked failed."""
+    from benchmark.store import Store, claim_timeout_s, job_owner, resolve_store_path
+
+    def claim(run_key: str) -> None:
+        path = resolve_store_path(store)
+        owner = job_owner()
+        timeout = claim_timeout_s()
+        with Store(path) as s:
+            got = s.claim_job(run_key, owner, stale_after=timeout, sweep_id=sweep_id)
+        if got.outcome == "complete":
+            raise JobSkipped(run_key, got.run_id)
+        if got.outcome == "running":
+            raise JobSkipped(run_key, None, got.owner)
+        threading.Thread(target=_keep_alive, args=(path, run_key, owner, timeout / 5),
+                         name=f"rtb-heartbeat-{run_key[:8]}", daemon=True).start()
+
+    return claim
+
+
 def skip_hook(store: str | None) -> Callable[[str], None]:
-    """A runner key hook: raises ``JobSkipped`` when the key is complete in ``store``."""
-
-    def check(run_key: str) -> None:
-        run_id = complete_run(store, run_key)
-        if run_id is not None:
-            raise JobSkipped(run_key, run_id)
-
-    return check
+    """A runner key hook: raises ``JobSkipped`` when the key is complete in
+    ``store`` or claimed by another live process (see ``claim_hook``)."""
+    return claim_hook(store)
 
 
 # ----------------------------------------------------------------------------- job side
@@ -167,7 +214,7 @@ class Job:
     @property
     def key_hook(self) -> Callable[[str], None] | None:
         """The runner's key hook: skip a completed job, or nothing."""
-        return skip_hook(self.store) if self.skip_existing and self.store else None
+        return claim_hook(self.store, self.sweep_id) if self.skip_existing and self.store else None
 
     @property
     def record_extra(self) -> dict[str, Any]:
@@ -183,12 +230,12 @@ class Job:
 
     def skipped(self, exc: JobSkipped) -> dict[str, Any]:
         record = None
-        if self.store:
+        if self.store and exc.run_id is not None:
             from benchmark.store import open_store
 
-            with open_store(self.store, create=False) as s:
+            with open_store(self.store, readonly=True) as s:
                 record = s.record(exc.run_id)
-        return self.result("skipped", exc.run_id, record)
+        return self.result("skipped", exc.run_id or "", record)
 
 
 def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:

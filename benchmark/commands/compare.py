@@ -64,7 +64,7 @@ def compare_main(args: Sequence[str]) -> int:
         parser.error("choose --run or --sweep, not both")
     if ns.n_boot < 1:
         parser.error(f"expected --n-boot to be a positive integer, but got {ns.n_boot}")
-    with open_store(ns.store, create=False) as store:
+    with open_store(ns.store, readonly=True) as store:
         sides = select_sides(store, ns.versions, runs=ns.run, sweep=ns.sweep)
         result = compare(store, sides, alpha=ns.alpha, adjust=ns.adjust, n_boot=ns.n_boot)
     print(FORMATS[ns.format](result))

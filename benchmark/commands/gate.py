@@ -50,7 +50,7 @@ def gate_main(args: Sequence[str]) -> int:
     if ns.baseline:
         parse_ref(ns.baseline)
     spec = load_rules(ns.rules)
-    with open_store(ns.store, create=False) as store:
+    with open_store(ns.store, readonly=True) as store:
         results, ctx = evaluate(store, spec, versions=ns.versions, baseline=ns.baseline,
                                 runs=ns.run, sweep=ns.sweep)
     names = [n for n, _ in spec.rules]

@@ -9,8 +9,10 @@ from benchmark.core.errors import StoreError
 from benchmark.store import (
     DEFAULT_STORE,
     EXPORT_FORMATS,
+    SCHEMA_VERSION,
     STORE_ENV,
     TABLES,
+    Store,
     launch_dir,
     open_store,
     rebuild,
@@ -23,7 +25,8 @@ The results store: every run's record, measurements and per-sample outcomes in
 one SQLite file (default ./rtb.sqlite, or $RTB_STORE, or --store PATH).
 
 Examples:
-  rtb store list                              # runs, newest last
+  rtb store list                              # runs, newest last; then failed and
+                                              # abandoned jobs (no run stored)
   rtb store list --model mnist_cnn --version v2
   rtb store export measurements m.csv         # csv or parquet, by suffix
   rtb store export outcomes o.parquet --run 20240101-120000-ab12cd34
@@ -73,21 +76,41 @@ def store_main(args: Sequence[str]) -> int:
         ids = rebuild(ns.store, [launch_dir() / r for r in roots], fresh=ns.fresh)
         print(f"rebuilt {len(ids)} run(s) into {resolve_store_path(ns.store)}")
         return 0
-    with open_store(ns.store, create=False) as s:
+    with open_store(ns.store, readonly=True) as s:
         if ns.action == "list":
-            df = s.runs(model=ns.model, version=ns.version, sweep_id=ns.sweep)
-            from benchmark.console import format_table
-
-            rows = [[r.run_id, r.name, str(r.data_name), str(r.data_fingerprint)[:12],
-                     str(r.models), str(r.sweep_id or ""), r.status] for r in df.itertuples()]
-            print(format_table(["run", "name", "data", "fingerprint", "models", "sweep", "status"],
-                               rows, align="lllllll"))
+            list_runs(s, ns)
         elif ns.action == "export":
             chosen = [s.resolve_run(r) for r in ns.run] if ns.run else None
             n = export_table(s, ns.table, ns.path, ns.format, chosen)
             print(f"wrote {n} {ns.table} row(s) to {ns.path}")
         elif ns.action == "info":
             print(f"store: {s.path}\nschema version: {s.schema_version}")
+            if s.schema_version < SCHEMA_VERSION:
+                print(f"(older than this rtb's {SCHEMA_VERSION}; a write command such as "
+                      f"`rtb run` or `rtb store rebuild` migrates it)")
             for t, count in s.row_counts().items():
                 print(f"{t}: {count} rows")
     return 0
+
+
+def list_runs(s: Store, ns: argparse.Namespace) -> None:
+    """The stored runs, then the jobs that hold no run: failed ones and
+    running claims (``abandoned`` once their heartbeat is stale)."""
+    from benchmark.console import format_table
+
+    df = s.runs(model=ns.model, version=ns.version, sweep_id=ns.sweep)
+    rows = [[r.run_id, r.name, str(r.data_name), str(r.data_fingerprint)[:12],
+             str(r.models), str(r.sweep_id or ""), r.status] for r in df.itertuples()]
+    print(format_table(["run", "name", "data", "fingerprint", "models", "sweep", "status"],
+                       rows, align="lllllll"))
+    jobs = s.jobs()
+    jobs = jobs[jobs["status"] != "complete"]
+    if ns.sweep is not None:
+        jobs = jobs[jobs["sweep_id"] == ns.sweep]
+    if jobs.empty:
+        return
+    rows = [[str(j.run_key)[:12], j.status, str(j.owner), str(j.started)[:19],
+             str(j.sweep_id or ""), str(j.error or "")[:60]] for j in jobs.itertuples()]
+    print()
+    print(format_table(["job key", "state", "owner", "started", "sweep", "error"], rows,
+                       align="llllll"))
