@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,10 +44,25 @@ Loader = Callable[[DataSpec], RawData]
 LOADERS: Registry[Loader] = Registry(
     "dataset loader", error=DataError, unknown="Unknown {kind} {name!r}; expected one of {valid}.")
 
+#: The ``data.options`` keys each loader reads (anything else is refused at parse time).
+LOADER_OPTIONS: dict[str, tuple[str, ...]] = {}
 
-def register_loader(name: str) -> Callable[[Loader], Loader]:
-    """Register a dataset loader under ``name``; a duplicate name raises."""
-    return LOADERS.register(name)
+
+def register_loader(name: str, options: tuple[str, ...] = ()) -> Callable[[Loader], Loader]:
+    """Register a dataset loader under ``name``, reading the ``data.options``
+    keys ``options``; a duplicate name raises."""
+    deco = LOADERS.register(name)
+
+    def register(loader: Loader) -> Loader:
+        LOADER_OPTIONS[name] = tuple(options)
+        return deco(loader)
+
+    return register
+
+
+def loader_options(name: str) -> tuple[str, ...]:
+    """The ``data.options`` keys the loader ``name`` reads."""
+    return LOADER_OPTIONS.get(name, ())
 
 
 def list_loaders() -> list[str]:
@@ -93,11 +109,17 @@ def _load_evalset(spec: DataSpec) -> EvalSet:
     x, y, groups = raw.x, raw.y, raw.groups
     if groups is None:
         groups = pd.DataFrame(index=pd.RangeIndex(len(y)))
+    if spec.n_samples is not None and spec.n_samples > len(y):
+        raise DataError(
+            f"Expected `data.n_samples` to be at most {len(y)} (the size of {spec.name!r}), "
+            f"but got {spec.n_samples}."
+        )
     if spec.n_samples is not None and spec.n_samples < len(y):
         idx = stratified_subset(y.numpy(), spec.n_samples, spec.seed)
         t = torch.from_numpy(idx)
         x, y = x[t], y[t]
         groups = groups.iloc[idx].reset_index(drop=True)
+    _check_subset(spec, x)
     return EvalSet(
         name=spec.name,
         x=x.contiguous(),
@@ -121,11 +143,84 @@ def _check_raw(spec: DataSpec, raw: RawData) -> None:
         )
     if len(y) == 0:
         raise DataError(f"Dataset {spec.name!r}: expected at least one sample, but got none.")
+    if len(raw.classes) < 2:
+        raise DataError(
+            f"Dataset {spec.name!r}: expected at least two classes, but got "
+            f"{len(raw.classes)} ({', '.join(map(repr, raw.classes)) or 'none'})."
+        )
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= len(raw.classes):
+        bad = lo if lo < 0 else hi
+        raise DataError(
+            f"Dataset {spec.name!r}: expected labels in 0..{len(raw.classes) - 1} (one per class), "
+            f"but got label {bad}."
+        )
     if raw.groups is not None and len(raw.groups) != len(y):
         raise DataError(
             f"Dataset {spec.name!r}: expected one group row per sample ({len(y)}), "
             f"but got {len(raw.groups)}."
         )
+
+
+def _check_subset(spec: DataSpec, x: torch.Tensor) -> None:
+    """Refuse an evaluated set in which every image is the same: no threat or
+    metric on it means anything (usually a broken export)."""
+    if len(x) > 1 and torch.equal(x.amax(dim=0), x.amin(dim=0)):
+        raise DataError(
+            f"Dataset {spec.name!r}: expected images that differ, but all {len(x)} samples "
+            "are identical."
+        )
+
+
+def labels_from_array(what: str, arr: Any) -> torch.Tensor:
+    """Integer class labels from an array; NaN, infinite or fractional labels are refused."""
+    a = np.asarray(arr).reshape(-1)
+    if a.dtype.kind == "b" or a.dtype.kind not in "iuf":
+        raise DataError(f"{what}: expected integer class labels, but got dtype {a.dtype}.")
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a))
+        if bad.any():
+            raise DataError(f"{what}: expected integer class labels, but got "
+                            f"{a[bad][0]!r} at index {int(np.flatnonzero(bad)[0])}.")
+    return torch.from_numpy(a.astype(np.int64))
+
+
+def classes_from_labels(what: str, y: torch.Tensor) -> list[str]:
+    """Class names '0'..'max label' for a dataset that stores none."""
+    if len(y) == 0:
+        raise DataError(f"{what}: expected at least one sample, but got none.")
+    return [str(i) for i in range(int(y.max()) + 1)]
+
+
+NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def read_npz_arrays(what: str, path: Path, expected: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, never unpickling; a file that is no .npz
+    (text, a bare .npy) or holds object arrays is refused in one line."""
+    if path.is_dir():
+        raise DataError(f"{what}: {str(path)!r} is a directory; expected an .npz file with {expected}.")
+    if not path.is_file():
+        raise DataError(f"{what}: file {str(path)!r} does not exist; expected an .npz with {expected}.")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise DataError(f"{what}: cannot read {str(path)!r} ({exc.strerror or exc}).") from None
+    if not head.startswith(NPZ_MAGIC):
+        kind = "a single .npy array" if head.startswith(b"\x93NUMPY") else "not a zip archive"
+        raise DataError(f"{what}: {str(path)!r} is not an .npz file ({kind}); expected an .npz "
+                        f"(numpy.savez) with {expected}.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(f"{what}: {str(path)!r} holds object arrays, which are never loaded; "
+                            f"expected numeric arrays {expected}.") from None
+        raise DataError(f"{what}: could not read {str(path)!r} as .npz ({exc}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{what}: could not read {str(path)!r} as .npz ({exc}).") from None
 
 
 def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -229,6 +324,11 @@ def _require_root(spec: DataSpec, expected_files: str) -> Path:
             f"(expected {expected_files}), but got no root."
         )
     root = Path(spec.root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(
+            f"Dataset {spec.name!r}: data.root {str(root)!r} is a file; "
+            f"expected a directory holding {expected_files}."
+        )
     if not root.is_dir():
         raise DataError(
             f"Dataset {spec.name!r}: data.root {str(root)!r} does not exist; "
@@ -297,7 +397,7 @@ def _cifar(spec: DataSpec, folder: str, files: dict[str, list[str]], meta_file: 
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get(names_key, [])]
     y = torch.from_numpy(np.concatenate(ys))
     if not classes:
-        classes = [str(i) for i in range(int(y.max()) + 1)]
+        classes = classes_from_labels(f"Dataset {spec.name!r}", y)
     return RawData(x=_to_nchw(np.concatenate(xs), spec.name), y=y, classes=classes)
 
 
@@ -424,7 +524,14 @@ def _load_image_folder(spec: DataSpec) -> RawData:
             f"{str(root)!r} ({exc})."
         ) from None
     xs, ys = [], []
-    for img, label in ds:
+    for i, (file, label) in enumerate(ds.samples):
+        try:
+            img, _ = ds[i]
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for a bad image file
+            raise DataError(
+                f"Dataset {spec.name!r}: could not read {file!r} as an image "
+                f"({' '.join(str(exc).split()) or type(exc).__name__})."
+            ) from None
         xs.append(img)
         ys.append(label)
     shapes = {tuple(t.shape) for t in xs}
@@ -437,7 +544,7 @@ def _load_image_folder(spec: DataSpec) -> RawData:
                    classes=list(ds.classes))
 
 
-@register_loader("npz")
+@register_loader("npz", options=("check_range",))
 def _load_npz(spec: DataSpec) -> RawData:
     if not spec.root:
         raise DataError(
@@ -445,18 +552,8 @@ def _load_npz(spec: DataSpec) -> RawData:
             "group columns), but got no root."
         )
     path = Path(spec.root).expanduser()
-    if not path.is_file():
-        raise DataError(
-            f"Dataset {spec.name!r}: file {str(path)!r} does not exist; expected an .npz "
-            "with arrays x, y and optional group columns."
-        )
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise DataError(
-            f"Dataset {spec.name!r}: could not read {str(path)!r} as .npz without pickle ({exc})."
-        ) from None
+    arrays = read_npz_arrays(f"Dataset {spec.name!r}", path,
+                             "arrays x, y and optional group columns")
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DataError(
@@ -471,14 +568,14 @@ def _load_npz(spec: DataSpec) -> RawData:
             f"Dataset {spec.name!r}: expected x as uint8 or floats in [0, 1], but got values "
             f"in [{float(x.min()):g}, {float(x.max()):g}]."
         )
-    y = torch.from_numpy(np.asarray(arrays.pop("y")).astype(np.int64).reshape(-1))
+    y = labels_from_array(f"Dataset {spec.name!r}: y", arrays.pop("y"))
     train_x = arrays.pop("train_x", None)  # optional training images (leakage, reference stats)
     train_y = arrays.pop("train_y", None)
     class_names = arrays.pop("classes", None)
     classes = (
         [str(c) for c in class_names]
         if class_names is not None
-        else [str(i) for i in range(int(y.max()) + 1)]
+        else classes_from_labels(f"Dataset {spec.name!r}", y)
     )
     groups = pd.DataFrame(
         {k: v.reshape(-1) for k, v in arrays.items() if v.ndim == 1 and len(v) == len(y)},
@@ -486,15 +583,15 @@ def _load_npz(spec: DataSpec) -> RawData:
     )
     return RawData(x=x, y=y, classes=classes, groups=groups,
                    train_x=None if train_x is None else _to_nchw(train_x, spec.name),
-                   train_y=None if train_y is None else torch.from_numpy(
-                       np.asarray(train_y).astype(np.int64).reshape(-1)))
+                   train_y=None if train_y is None
+                   else labels_from_array(f"Dataset {spec.name!r}: train_y", train_y))
 
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 
 
-@register_loader("cifar10c")
+@register_loader("cifar10c", options=("corruption", "severity", "classes"))
 def _load_cifar_c(spec: DataSpec) -> RawData:
     """CIFAR-10-C / CIFAR-100-C: ``<corruption>.npy`` (N x 32 x 32 x 3 uint8, the
     five severities stacked in blocks of N/5) and ``labels.npy``; options
@@ -524,7 +621,7 @@ def _load_cifar_c(spec: DataSpec) -> RawData:
             f"multiple of 5 and N labels, but got shape {images.shape} and {len(labels)} labels."
         )
     block = slice((severity - 1) * (n // 5), severity * (n // 5))
-    y = torch.from_numpy(np.asarray(labels[block]).astype(np.int64))
+    y = labels_from_array(f"Dataset {spec.name!r}: labels.npy", labels[block])
     kind = spec.options.get("classes", "cifar10")
     classes = CIFAR10_CLASSES if kind == "cifar10" else [str(i) for i in range(100)]
     return RawData(x=_to_nchw(np.asarray(images[block]), spec.name), y=y, classes=classes)

@@ -10,6 +10,7 @@ when any fails, 2 on bad usage or bad rules. ``--junit`` writes JUnit XML and
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,15 @@ def _known(where: str, body: Mapping[str, Any], allowed: tuple[str, ...]) -> Non
     F.check_keys(where, body, allowed, noun="key")
 
 
+def _check_threat(where: str, threat: str, measurements: pd.DataFrame) -> None:
+    """A rule's threat must be one the gated runs measured: anything else is a
+    typo in the rules (exit 2), not a model that failed the gate."""
+    measured = sorted({str(t) for t in measurements["threat"]})
+    if measured and threat not in measured:
+        raise ConfigError(f"Unknown threat {threat!r} in `{where}`; expected one of the threats "
+                          f"measured in the gated runs: {', '.join(measured)}.")
+
+
 @dataclass
 class Floor:
     """``metric`` of every candidate at ``threat`` (and ``param``) is at least ``min``."""
@@ -77,6 +87,7 @@ class Floor:
     metric: str = "accuracy"
     param: float | None = None
     family: str | None = None
+    where: str = field(default="", compare=False, repr=False)
     KEYS = ("min", "threat", "metric", "param", "family", "name")
 
     @classmethod
@@ -89,13 +100,15 @@ class Floor:
                    threat=str(F.optional_text(f"{where}.threat", body["threat"])),
                    metric=F.optional_text(f"{where}.metric", body.get("metric")) or "accuracy",
                    param=None if param is None else F.number(f"{where}.param", param),
-                   family=F.optional_text(f"{where}.family", body.get("family")))
+                   family=F.optional_text(f"{where}.family", body.get("family")),
+                   where=where)
 
     def describe(self) -> str:
         return f"{threat_label(self.family or 'attack', self.threat, self.param)} {self.metric} >= {self.min:g}"
 
     def evaluate(self, ctx: Context) -> Result:
         m = ctx.measurements
+        _check_threat(f"{self.where}.threat", self.threat, m)
         sel = (m["threat"] == self.threat) & (m["metric"] == self.metric) & (m["group_feature"] == "")
         if self.param is not None:
             sel &= (m["param"] - self.param).abs() < 1e-9
@@ -181,6 +194,7 @@ class Disparity:
     metric: str = "accuracy"
     feature: str | None = None
     threat: str | None = None
+    where: str = field(default="", compare=False, repr=False)
     KEYS = ("max", "metric", "feature", "threat", "name")
 
     @classmethod
@@ -191,13 +205,15 @@ class Disparity:
         return cls(max=F.number(f"{where}.max", body["max"]),
                    metric=F.optional_text(f"{where}.metric", body.get("metric")) or "accuracy",
                    feature=F.optional_text(f"{where}.feature", body.get("feature")),
-                   threat=F.optional_text(f"{where}.threat", body.get("threat")))
+                   threat=F.optional_text(f"{where}.threat", body.get("threat")), where=where)
 
     def describe(self) -> str:
         return f"{self.metric} gap between groups{f' of {self.feature}' if self.feature else ''} <= {self.max:g}"
 
     def evaluate(self, ctx: Context) -> Result:
         m = ctx.measurements
+        if self.threat:
+            _check_threat(f"{self.where}.threat", self.threat, m)
         m = m[(m["group_feature"] != "") & (m["metric"] == self.metric)]
         if self.feature:
             m = m[m["group_feature"] == self.feature]
@@ -316,15 +332,26 @@ def parse_rules(data: Any, source: str = "rules") -> GateSpec:
 def load_rules(name_or_path: str) -> GateSpec:
     """Rules from a file path, or by name from ``conf/gate/NAME.yaml``."""
     path = Path(name_or_path).expanduser()
+    builtin = conf_dir() / "gate"
     if not path.is_file():
-        packaged = conf_dir() / "gate" / f"{name_or_path}.yaml"
+        names = ", ".join(sorted(p.stem for p in builtin.glob("*.yaml")))
+        if path.is_dir():
+            raise ConfigError(f"Rules file {str(path)!r} is a directory; expected a YAML file "
+                              f"or a built-in rule set: {names}.")
+        is_name = name_or_path and not any(s in name_or_path for s in ("/", "\\", os.sep)) \
+            and not name_or_path.endswith((".yaml", ".yml")) and name_or_path not in (".", "..")
+        packaged = builtin / f"{name_or_path}.yaml"
+        if not is_name:
+            raise ConfigError(f"Rules file {str(path)!r} does not exist; expected an existing "
+                              f"YAML file or a built-in rule set: {names}.")
         if not packaged.is_file():
-            names = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
-            raise ConfigError(f"Rules {name_or_path!r} not found; expected a YAML file or one of: "
-                              f"{', '.join(names)}.")
+            raise ConfigError(f"Unknown rule set {name_or_path!r}; expected a YAML file or a "
+                              f"built-in rule set: {names}.")
         path = packaged
     try:
         data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read rules file {str(path)!r} ({exc}).") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"Cannot parse rules file {str(path)!r}: {' '.join(str(exc).split())}") from None
     return parse_rules(data, str(path))

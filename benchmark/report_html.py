@@ -568,11 +568,36 @@ WRITERS: dict[str, Callable[[Report, Path], list[Path]]] = {
 SUFFIX_FORMAT = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
 
 
-def write_report(report: Report, path: Path, fmt: str) -> list[Path]:
-    """Write ``report`` in format ``fmt`` (html | markdown) to ``path``."""
+def report_format(output: str | None, fmt: str | None) -> str:
+    """The format of a report written to ``output``: ``fmt`` when given, else by
+    suffix; a suffix that names no format we write is refused."""
+    if output is not None:
+        suffix = Path(output).suffix.lower()
+        if suffix not in SUFFIX_FORMAT:
+            raise UserError(f"Expected the report file to end in {', '.join(SUFFIX_FORMAT)} "
+                            f"(formats: {', '.join(WRITERS)}), but got {output!r}.")
+        return fmt or SUFFIX_FORMAT[suffix]
+    return fmt or "html"
+
+
+def check_report_path(path: Path, fmt: str) -> None:
+    """Refuse, before any work, a report path that cannot be written."""
+    from benchmark.outputs import check_output_dir, check_output_file
+
     if fmt not in WRITERS:
         raise UserError(f"Unknown report format {fmt!r}; expected one of: {', '.join(WRITERS)}.")
+    check_output_file("the report file", path)
     if not path.parent.is_dir():
         raise UserError(f"Expected an existing directory for the report, but "
                         f"{str(path.parent)!r} does not exist.")
-    return WRITERS[fmt](report, path)
+    if fmt == "markdown":
+        check_output_dir("the report's image directory", path.with_name(path.stem + "_files"))
+
+
+def write_report(report: Report, path: Path, fmt: str) -> list[Path]:
+    """Write ``report`` in format ``fmt`` (html | markdown) to ``path``."""
+    check_report_path(path, fmt)
+    try:
+        return WRITERS[fmt](report, path)
+    except OSError as exc:
+        raise UserError(f"Could not write the report {str(path)!r} ({exc.strerror or exc}).") from None

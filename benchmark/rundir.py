@@ -109,7 +109,10 @@ def resolve_run_ref(ref: str, store: str | os.PathLike[str] | None = None) -> Lo
                 f"Expected a run directory holding {RECORD_FILE}, but {str(path)!r} has none."
             )
         return load_run_dir(path)
-    if path.exists() or looks_like_path(ref):
+    if path.exists():
+        raise RunDirError(f"Expected a run directory (holding {RECORD_FILE}) or a run id, but "
+                          f"{ref!r} is a file, not a run directory.")
+    if looks_like_path(ref):
         raise RunDirError(f"Expected an existing run directory or run id, but {ref!r} does not exist.")
     from benchmark.store import open_store, resolve_store_path
 

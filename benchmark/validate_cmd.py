@@ -37,17 +37,9 @@ def list_text() -> str:
 def read_npz(path: Path, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x (as float NCHW; uint8 divided by 255, other values kept as they are)
     and optional y from an .npz, for drift."""
-    from benchmark.data import _to_nchw
+    from benchmark.data import _to_nchw, read_npz_arrays
 
-    if not path.is_file():
-        raise DataError(f"{what}: file {str(path)!r} does not exist; expected an .npz with "
-                        "array x and optional y.")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{what}: could not read {str(path)!r} as .npz without pickle "
-                        f"({exc}).") from None
+    arrays = read_npz_arrays(what, path, "array x and optional y")
     if "x" not in arrays:
         raise DataError(f"{what}: expected an array x in {str(path)!r}, but got "
                         f"{sorted(arrays)}.")

@@ -111,7 +111,7 @@ def test_cifar10_real_format(tmp_path):
 def test_cifar100_real_format(tmp_path):
     base = tmp_path / "cifar-100-python"
     base.mkdir()
-    data = np.zeros((6, 3072), dtype=np.uint8)
+    data = np.random.default_rng(0).integers(0, 256, size=(6, 3072), dtype=np.uint8)
     with open(base / "test", "wb") as f:
         pickle.dump({b"data": data, b"fine_labels": [0, 1, 2, 3, 4, 5], b"coarse_labels": [0] * 6}, f)
     with open(base / "meta", "wb") as f:

@@ -68,7 +68,7 @@ def test_pass_writes_junit_and_summary(tmp_path: Path, store: Path) -> None:
 
 @pytest.mark.parametrize(("rule", "why"), [
     ({"floor": {"threat": "fgsm", "param": 0.1, "min": 0.99}}, "<"),
-    ({"floor": {"threat": "pgd_linf", "param": 0.1, "min": 0.1}}, "not measured"),
+    ({"floor": {"threat": "fgsm", "param": 0.77, "min": 0.1}}, "not measured"),
     ({"regression": {"max_drop": 0.01, "metric": "accuracy"}}, "regression"),
     ({"disparity": {"max": 0.0001, "threat": "fgsm"}}, "gap"),
     ({"checks": {"fail_on": ["fail", "warn"]}}, "duplicates"),
@@ -126,8 +126,16 @@ def test_bad_rules_file_and_usage_exit_2(tmp_path: Path, store: Path, run_cli: A
     bad.write_text("rules: [floor: {threat: clean, min: 0.5}\n")  # unclosed bracket
     with pytest.raises(ConfigError, match="Cannot parse rules file"):
         load_rules(str(bad))
-    with pytest.raises(ConfigError, match="not found; expected a YAML file or one of: .*default"):
+    with pytest.raises(ConfigError, match="Unknown rule set 'no_such_rules'; .*built-in .*default"):
         load_rules("no_such_rules")
+    with pytest.raises(ConfigError, match="does not exist; .*built-in rule set: .*default"):
+        load_rules(str(tmp_path / "missing.yaml"))
+    # a threat no gated run measured is a typo in the rules (exit 2), not a failed gate
+    typo = _rules(tmp_path, [{"floor": {"threat": "fgsn", "min": 0.1}}])
+    assert main(["gate", "net@v2", "--store", str(store), "--rules", typo]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown threat 'fgsn' in `rules[0].floor.threat`; expected one of" in err
+    assert "fgsm" in err
     r = run_cli("gate", "--store", str(store), "--rules", str(bad))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("rtb: error: Cannot parse rules file")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 from benchmark.commands.store import add_store_option
 
@@ -29,6 +28,7 @@ def gate_main(args: Sequence[str]) -> int:
     """``rtb gate``."""
     from benchmark.compare import parse_ref
     from benchmark.gate import ICONS, evaluate, junit_xml, load_rules, markdown_summary
+    from benchmark.outputs import check_output_file, write_text
     from benchmark.store import open_store
 
     parser = argparse.ArgumentParser(prog="rtb gate", description=GATE_HELP,
@@ -49,6 +49,9 @@ def gate_main(args: Sequence[str]) -> int:
         parser.error("choose --run or --sweep, not both")
     if ns.baseline:
         parse_ref(ns.baseline)
+    for flag, out in (("--junit", ns.junit), ("--summary", ns.summary)):
+        if out:
+            check_output_file(f"the {flag} file", out)
     spec = load_rules(ns.rules)
     with open_store(ns.store, readonly=True) as store:
         results, ctx = evaluate(store, spec, versions=ns.versions, baseline=ns.baseline,
@@ -63,9 +66,7 @@ def gate_main(args: Sequence[str]) -> int:
     print(f"\nrtb gate: {'FAILED' if failed else 'passed'} "
           f"({len(results) - failed}/{len(results)} rules hold)")
     if ns.junit:
-        Path(ns.junit).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.junit).write_text(junit_xml(results, names))
+        write_text("the --junit file", ns.junit, junit_xml(results, names))
     if ns.summary:
-        Path(ns.summary).parent.mkdir(parents=True, exist_ok=True)
-        Path(ns.summary).write_text(markdown_summary(results, names, ctx))
+        write_text("the --summary file", ns.summary, markdown_summary(results, names, ctx))
     return 1 if failed else 0

@@ -28,7 +28,14 @@ Examples:
 
 def report_main(args: Sequence[str]) -> int:
     """``rtb report``: write an HTML or Markdown report."""
-    from benchmark.report_html import SUFFIX_FORMAT, WRITERS, build_report, load_runs, write_report
+    from benchmark.report_html import (
+        WRITERS,
+        build_report,
+        check_report_path,
+        load_runs,
+        report_format,
+        write_report,
+    )
 
     parser = argparse.ArgumentParser(prog="rtb report", description=REPORT_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,9 +52,9 @@ def report_main(args: Sequence[str]) -> int:
     parser.add_argument("--store", metavar="PATH", default=None,
                         help="results store file for run ids (default: $RTB_STORE or ./rtb.sqlite)")
     ns = parser.parse_args(args)
-    fmt = ns.format or (SUFFIX_FORMAT.get(Path(ns.output).suffix.lower(), "html")
-                        if ns.output else "html")
+    fmt = report_format(ns.output, ns.format)
     out = Path(ns.output or ("report.md" if fmt == "markdown" else "report.html")).expanduser()
+    check_report_path(out, fmt)
     runs = load_runs(ns.runs, ns.compare, ns.store)
     report = build_report(runs, ns.compare, ns.title)
     written = write_report(report, out, fmt)

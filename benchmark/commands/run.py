@@ -15,12 +15,14 @@ RUN_HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
 def run_main(args: Sequence[str]) -> int:
     """``rtb run``: validate every job's config, then hand over to Hydra."""
     from benchmark.compose import compose_spec, expand_for_validation
+    from benchmark.outputs import check_run_outputs
 
     args = list(args)
     if not RUN_HELP_FLAGS.intersection(args):
         try:
             for overrides in expand_for_validation(args):
                 compose_spec(overrides)
+            check_run_outputs(args)
         except UserError as exc:
             return error(str(exc), exc.exit_code)
     from benchmark.app import hydra_app

@@ -67,6 +67,16 @@ def _optional(cfg: Mapping[str, Any], key: str, parse: Callable[[Any], T]) -> T 
     return None if cfg.get(key) is None else parse(cfg[key])
 
 
+def _run_name(v: Any) -> str:
+    """The run's name: it names the run directory, so one plain path component."""
+    name = F.text("name", v)
+    if (any(c in name for c in "/\\") or ".." in name or name.strip() in ("", ".")
+            or any(not c.isprintable() for c in name)):
+        raise F.fail("name", "a run name without path separators, '..' or control characters "
+                     "(it names the run directory)", name)
+    return name
+
+
 def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
     """Validate a composed config (a plain, resolved dict) into a ``RunSpec``."""
     cfg = F.mapping("config", cfg)
@@ -87,7 +97,7 @@ def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
         data=data,
         models=models,
         attacks=attacks,
-        name=F.text("name", cfg.get("name", "default")),
+        name=_run_name(cfg.get("name", "default")),
         seed=F.integer("seed", cfg.get("seed", 0), minimum=0),
         device=device,
         batch_size=F.integer("batch_size", cfg.get("batch_size", 256), minimum=1),

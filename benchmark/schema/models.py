@@ -9,7 +9,7 @@ from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
 from benchmark.core.specs import DataSpec, ModelSpec
 from benchmark.core.targets import check_target
-from benchmark.data import list_loaders
+from benchmark.data import list_loaders, loader_options
 from benchmark.paths import resolve_path
 
 DATA_KEYS = ("name", "loader", "root", "split", "n_samples", "seed", "image_size", "channels",
@@ -43,8 +43,20 @@ def parse_data(d: Any) -> DataSpec:
         seed=F.integer("data.seed", d.get("seed", 0)),
         image_size=d.get("image_size"),
         channels=d.get("channels"),
-        options=dict(F.mapping("data.options", d.get("options") or {})),
+        options=_data_options(loader, d.get("options")),
     )
+
+
+def _data_options(loader: str, options: Any) -> dict[str, Any]:
+    """``data.options``: only the keys the loader reads (a typo would be ignored)."""
+    options = dict(F.mapping("data.options", options or {}))
+    valid = loader_options(loader)
+    unknown = sorted(str(k) for k in options if k not in valid)
+    if unknown:
+        expected = (f"expected one of: {', '.join(valid)}" if valid
+                    else f"the {loader!r} loader reads no options")
+        raise ConfigError(f"Unknown dataset option `data.options.{unknown[0]}`; {expected}.")
+    return options
 
 
 def _architecture(where: str, arch: Any) -> str | dict[str, Any]:
@@ -84,6 +96,11 @@ def parse_model(key: str, d: Any, check_files: bool = True) -> ModelSpec:
                 f"(expected an existing {fmt} file)."
             )
     sha = d.get("sha256")
+    if isinstance(sha, int) and not isinstance(sha, bool):
+        raise ConfigError(
+            f"Expected `{where}.sha256` to be 64 hex digits as a quoted string, but got the "
+            f"number {sha} (an unquoted all-digit value is read as a number: quote it)."
+        )
     if sha is not None:
         sha = F.text(f"{where}.sha256", sha).lower()
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
