@@ -32,7 +32,7 @@ from torch import nn
 
 from benchmark.core.errors import ConfigError
 from benchmark.core.specs import AttackSpec
-from benchmark.core.targets import resolve_target
+from benchmark.core.targets import WHERE_ALLOWED, resolve_target
 from benchmark.core.types import ModelUnderTest
 
 log = logging.getLogger(__name__)
@@ -264,6 +264,10 @@ class ArtAdapter:
                                 spec, budget, estimator)
                     for sub, sub_d in value.items()
                 ]
+        for key, value in kwargs.items():
+            if isinstance(value, Mapping) and "_target_" in value:  # never reaches ART raw
+                raise ConfigError(f"Refusing `attack.{where}.{key}._target_` = "
+                                  f"{value['_target_']!r}: {WHERE_ALLOWED}")
         unknown = sorted(k for k in kwargs if k not in accepted)
         if unknown and not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
             raise ConfigError(

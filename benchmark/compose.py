@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from benchmark.core.errors import ConfigError
 
@@ -68,17 +68,38 @@ def hydra_error_message(exc: BaseException, overrides: list[str]) -> str:
     cause = exc.__cause__
     if cause is not None and "not in struct" in str(cause):
         key = str(cause).split("'")[1] if "'" in str(cause) else str(cause)
+        full = next((ln.split("full_key:", 1)[1].strip() for ln in str(cause).splitlines()
+                     if "full_key:" in ln), key)
+        near = _nearest_keys(full, overrides)
+        hint = f" Did you mean: {', '.join(near)}?" if near else ""
         return (
-            f"Unknown config key {key!r} in the overrides; expected a key of the composed "
-            "config (see `rtb run --cfg job`), or +KEY=VALUE to add one."
+            f"Unknown config key `{full}` in the overrides; expected a key of the composed "
+            f"config (see `rtb run --cfg job`), or +KEY=VALUE to add one.{hint}"
         )
     if cause is not None:
         msg = f"{msg.splitlines()[0]} {cause}"
     return _one_line(msg)
 
 
-def compose(overrides: list[str]) -> DictConfig:
-    """Compose ``conf/config.yaml`` with ``overrides`` (no sweeps)."""
+def _nearest_keys(full_key: str, overrides: list[str], n: int = 3) -> list[str]:
+    """Up to ``n`` valid keys at the level of ``full_key`` that look like it."""
+    import difflib
+
+    from benchmark.policy import override_key
+
+    parent, _, leaf = full_key.rpartition(".")
+    try:
+        cfg = _compose([o for o in overrides if override_key(o) != full_key])
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+    except Exception:  # the hint is optional; the message stands without it
+        return []
+    if not isinstance(node, DictConfig):
+        return []
+    keys = [str(k) for k in node]
+    return [f"{parent}.{k}" if parent else k for k in difflib.get_close_matches(leaf, keys, n=n)]
+
+
+def _compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -86,7 +107,30 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name=CONFIG_NAME, overrides=overrides)
+            return hydra_compose(config_name=CONFIG_NAME, overrides=overrides,
+                                 return_hydra_config=with_hydra)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def hydra_section(cfg: DictConfig) -> dict[str, Any]:
+    """The composed ``hydra`` node as plain data, unresolved (its run-time values are unset)."""
+    node = cfg.get("hydra")
+    out = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else {}
+    return {str(k): v for k, v in out.items()} if isinstance(out, dict) else {}
+
+
+def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` (no sweeps); ``with_hydra``
+    keeps the ``hydra`` node. Every ``hydra.searchpath`` directory must exist."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from benchmark.policy import normalize_overrides, searchpath_dirs
+
+    overrides = normalize_overrides(overrides)
+    searchpath_dirs(overrides)
+    try:
+        return _compose(overrides, with_hydra)
     except ConfigError:
         raise
     except Exception as exc:  # Hydra raises several unrelated types
@@ -97,18 +141,44 @@ def compose(overrides: list[str]) -> DictConfig:
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     try:
-        out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        out = OmegaConf.to_container(_without_hydra(cfg), resolve=True, throw_on_missing=True)
     except Exception as exc:  # interpolation and missing-value errors
         raise ConfigError(f"Could not resolve the config: {_one_line(str(exc))}") from None
     assert isinstance(out, dict)
     return {str(k): v for k, v in out.items() if k != "hydra"}
 
 
-def compose_spec(overrides: list[str], check_files: bool = True) -> tuple[RunSpec, dict[str, Any]]:
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    if "hydra" not in cfg:
+        return cfg
+    copy = cfg.copy()
+    with open_dict(copy):
+        del copy["hydra"]
+    return copy
+
+
+def compose_spec(overrides: list[str], check_files: bool = True,
+                 hydra_overrides: list[str] | None = None) -> tuple[RunSpec, dict[str, Any]]:
+    """Compose, check what the user's files may do (``benchmark.policy``) and
+    validate into a ``RunSpec``; ``hydra_overrides`` (e.g. ``hydra/launcher=X``)
+    join the composition only for the check of the ``hydra`` node."""
     # The schema pulls torch in (via data and models); `rtb list` and `rtb gate` need none of it.
+    from benchmark.policy import (
+        check_allow_targets_source,
+        check_hydra_section,
+        check_user_config_files,
+        normalize_overrides,
+        searchpath_dirs,
+    )
     from benchmark.schema import parse_run
 
-    cfg = compose(overrides)
+    overrides = normalize_overrides(overrides)
+    check_user_config_files(searchpath_dirs(overrides))
+    cfg = compose([*overrides, *(hydra_overrides or [])], with_hydra=True)
+    check_hydra_section(hydra_section(cfg))
+    if hydra_overrides:
+        cfg = compose(overrides)
+    check_allow_targets_source(cfg, overrides)
     resolved = to_container(cfg)
     return parse_run(resolved, check_files=check_files), resolved
 

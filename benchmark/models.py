@@ -1,14 +1,16 @@
 """Model versions as ``ModelUnderTest``: architecture + checkpoint, input
 normalization folded into the module, eval mode, on the chosen device.
 
-Checkpoints load with ``weights_only=True`` unless the version's config sets
-``trust_checkpoint: true``.
+Checkpoints load with ``weights_only=True`` unless the user trusts the file
+on the command line (``--trust-checkpoint PATH``, passed on to jobs in
+``RTB_TRUST_CHECKPOINTS``); a config file or a record cannot trust one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +21,39 @@ from torch import nn
 
 from benchmark.core.errors import CheckpointError, ConfigError
 from benchmark.core.specs import ModelSpec
-from benchmark.core.targets import check_target
+from benchmark.core.targets import ARCHITECTURE, resolve_target
 from benchmark.core.types import ModelUnderTest
 from benchmark.paths import resolve_path
 
 log = logging.getLogger(__name__)
+
+#: Checkpoints the user trusts for full unpickling: ``os.pathsep``-separated paths.
+TRUST_ENV = "RTB_TRUST_CHECKPOINTS"
+
+#: Keys of an architecture mapping that are not constructor arguments.
+_ARCH_META = ("_target_", "_partial_", "_recursive_", "_convert_")
+
+
+def trusted_checkpoints() -> frozenset[Path]:
+    """The resolved paths named in ``RTB_TRUST_CHECKPOINTS``."""
+    raw = os.environ.get(TRUST_ENV, "")
+    return frozenset(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p)
+
+
+def trust_checkpoints(paths: list[str]) -> None:
+    """Add ``paths`` (checked to exist) to ``RTB_TRUST_CHECKPOINTS`` of this
+    process, so that its jobs and their launcher subprocesses see them."""
+    resolved = []
+    for p in paths:
+        path = Path(p).expanduser().resolve()
+        if not path.is_file():
+            raise CheckpointError(
+                f"Expected `--trust-checkpoint` to name an existing checkpoint file, but got "
+                f"{p!r} (not found)."
+            )
+        resolved.append(str(path))
+    old = [p for p in os.environ.get(TRUST_ENV, "").split(os.pathsep) if p]
+    os.environ[TRUST_ENV] = os.pathsep.join(dict.fromkeys([*old, *resolved]))
 
 
 class Normalized(nn.Module):
@@ -63,14 +93,21 @@ def build_architecture(spec: ModelSpec) -> nn.Module:
     """Instantiate the network named by ``spec.architecture`` (no weights)."""
     arch = spec.architecture
     if isinstance(arch, Mapping):
-        from hydra.utils import instantiate
-
-        check_target(f"model.{spec.key}.architecture._target_", arch.get("_target_"))
+        where = f"model.{spec.key}.architecture"
+        # Resolved and checked by kind here too, and called directly rather
+        # than through Hydra's (recursive) instantiate: no nested _target_
+        # is ever built, even if a checker upstream missed one.
+        cls = resolve_target(f"{where}._target_", arch.get("_target_"), ARCHITECTURE,
+                             spec.allow_targets)
+        args = arch.get("_args_") or []
+        kwargs = {k: v for k, v in arch.items() if k not in (*_ARCH_META, "_args_")}
+        for k, v in [*enumerate(args), *kwargs.items()]:
+            _no_nested_target(f"{where}.{k}", v)
         try:
-            net = instantiate(dict(arch))
-        except Exception as exc:  # instantiate wraps constructor errors
+            net = cls(*args, **kwargs)
+        except Exception as exc:  # the constructor's own argument errors
             raise ConfigError(
-                f"Could not build `model.{spec.key}.architecture` ({arch.get('_target_')}): {exc}"
+                f"Could not build `{where}` ({arch.get('_target_')}): {exc}"
             ) from None
     else:
         import torchvision.models as tvm
@@ -84,9 +121,26 @@ def build_architecture(spec: ModelSpec) -> nn.Module:
     return net
 
 
-def _load_state_dict(spec: ModelSpec, path: Path) -> Mapping[str, Any]:
+def _no_nested_target(where: str, value: Any) -> None:
+    if isinstance(value, Mapping):
+        if "_target_" in value:
+            from benchmark.core.targets import WHERE_ALLOWED
+
+            raise ConfigError(f"Refusing `{where}._target_` = {value['_target_']!r}: {WHERE_ALLOWED}")
+        for k, v in value.items():
+            _no_nested_target(f"{where}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _no_nested_target(f"{where}[{i}]", v)
+
+
+def _load_state_dict(spec: ModelSpec, path: Path, digest: str) -> Mapping[str, Any]:
+    trusted = path.resolve() in trusted_checkpoints()
+    if trusted:
+        log.warning("trusting checkpoint %s (sha256 %s): fully unpickling it, which can run "
+                    "code", path, digest)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not spec.trust_checkpoint)
+        obj = torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc) and "can still be loaded" not in str(exc):
             raise CheckpointError(
@@ -95,13 +149,15 @@ def _load_state_dict(spec: ModelSpec, path: Path) -> Mapping[str, Any]:
             ) from None
         raise CheckpointError(
             f"Checkpoint {str(path)!r} of {spec.ref} needs full unpickling, which can run "
-            f"arbitrary code; refusing. If you trust this file, set "
-            f"model.{spec.key}.trust_checkpoint=true."
+            f"arbitrary code; refusing. If you trust this file, pass it on the command line: "
+            f"rtb run --trust-checkpoint {path} ... (also rtb validate / rtb reproduce)."
         ) from None
     except Exception as exc:
         raise CheckpointError(
             f"Checkpoint {str(path)!r} of {spec.ref} could not be read as a torch file: {exc}"
         ) from None
+    if isinstance(obj, nn.Module):  # a trusted torch.save(model)
+        obj = obj.state_dict()
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(wrapper)
@@ -168,7 +224,7 @@ def load_model(spec: ModelSpec, device: torch.device) -> ModelUnderTest:
             ) from None
     else:
         net = build_architecture(spec)
-        _fit_state_dict(spec, net, _load_state_dict(spec, path), path)
+        _fit_state_dict(spec, net, _load_state_dict(spec, path, digest), path)
     module = Normalized(net, spec.mean, spec.std).to(device)
     module.eval()
     # Attacks need gradients of the input only: frozen weights spare every

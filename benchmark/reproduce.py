@@ -176,8 +176,13 @@ class Reproduction:
     env_diff: list[str]
 
 
-def reproduce(recorded: Recorded, out_dir: Path, *, progress: bool = True) -> Reproduction:
-    """Check inputs against the record, re-run it, compare outcomes."""
+def reproduce(recorded: Recorded, out_dir: Path, *, progress: bool = True,
+              allow_targets: tuple[str, ...] = ()) -> Reproduction:
+    """Check inputs against the record, re-run it, compare outcomes.
+
+    The record is a file like any config: its own ``allow_targets`` are
+    replaced by ``allow_targets`` (the caller's command line), and its
+    ``_target_``s pass the same policy as a run's (``parse_run``)."""
     import torch
 
     from benchmark.data import load_evalset
@@ -189,8 +194,9 @@ def reproduce(recorded: Recorded, out_dir: Path, *, progress: bool = True) -> Re
     config = record.get("config")
     if not isinstance(config, dict):
         raise StoreError(f"Expected the record of {recorded.run_id} to hold its config, but it has none.")
+    checked = {**config, "allow_targets": list(allow_targets)}
+    spec = replace(parse_run(checked), store=None)  # a reproduction is not a new result
     verify_checkpoints(record)
-    spec = replace(parse_run(config), store=None)  # a reproduction is not a new result
     verify_data(record, load_evalset(spec.data).fingerprint)
     threads = (record.get("env") or {}).get("torch_threads")
     if isinstance(threads, int) and threads > 0:

@@ -113,7 +113,7 @@ def test_cifar10_directory_through_the_cli(run_cli, tmp_path):
 BAD_INPUTS = [
     # (extra overrides, substring of the one-line message)
     (["+foo=1"], "Unknown config key `foo`"),
-    (["bogus=1"], "Unknown config key 'bogus'"),
+    (["bogus=1"], "Unknown config key `bogus`"),
     (["seed=abc"], "Expected `seed` to be an integer, but got 'abc'"),
     (["batch_size=0"], "Expected `batch_size` to be an integer >= 1, but got 0"),
     (["attack.fgsm.eps=[-0.1]"], "Expected `attack.fgsm.eps[0]` to be a non-negative number"),

@@ -65,13 +65,36 @@ class Unsafe:
     """An object that only full unpickling can restore."""
 
 
-def test_full_pickle_refused_unless_trusted(tmp_path, net):
+def test_full_pickle_refused_unless_trusted(tmp_path, net, monkeypatch, caplog):
+    from benchmark.models import TRUST_ENV, sha256_file, trust_checkpoints
+
+    monkeypatch.delenv(TRUST_ENV, raising=False)
     path = tmp_path / "full.pt"
     torch.save({"state_dict": net.state_dict(), "extra": Unsafe()}, path)
-    with pytest.raises(CheckpointError, match=r"set model\.m\.trust_checkpoint=true"):
+    with pytest.raises(CheckpointError, match=r"rtb run --trust-checkpoint .*full\.pt"):
         load_model(mspec(path), torch.device("cpu"))
-    m = load_model(mspec(path, trust_checkpoint=True), torch.device("cpu"))
+    trust_checkpoints([str(path)])
+    m = load_model(mspec(path), torch.device("cpu"))
     assert m.num_classes == 3
+    assert f"trusting checkpoint {path} (sha256 {sha256_file(path)})" in caplog.text
+
+
+def test_trust_flag_needs_an_existing_file(tmp_path):
+    from benchmark.models import trust_checkpoints
+
+    with pytest.raises(CheckpointError, match="`--trust-checkpoint` to name an existing"):
+        trust_checkpoints([str(tmp_path / "nope.pt")])
+
+
+def test_architecture_is_built_without_nested_targets(tmp_path, net):
+    from benchmark.core.errors import ConfigError
+    from benchmark.models import build_architecture
+
+    marker = tmp_path / "MARKER"
+    arch = {**ARCH, "hidden": {"_target_": "builtins.open", "_args_": [str(marker), "w"]}}
+    with pytest.raises(ConfigError, match=r"Refusing `model\.m\.architecture\.hidden\._target_`"):
+        build_architecture(mspec(tmp_path / "x.pt", architecture=arch))
+    assert not marker.exists()
 
 
 def test_wrapped_state_dict_accepted(tmp_path, net):

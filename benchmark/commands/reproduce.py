@@ -14,8 +14,11 @@ Re-run a stored run from its record and compare the per-sample outcomes.
 
 RUN is a run id (or a unique prefix) in the store, or a run directory holding
 record.json. Checkpoints and data are checked against the recorded sha256 and
-fingerprint first; a mismatch is refused (exit 2). Exit 0 when every outcome
-is identical, 1 when any differs.
+fingerprint first; a mismatch is refused (exit 2). The record's config is
+checked like a config file: a _target_ outside the places where rtb builds an
+object is refused, its allow_targets are ignored (use --allow-target), and a
+checkpoint that needs full unpickling is refused unless --trust-checkpoint
+names it. Exit 0 when every outcome is identical, 1 when any differs.
 
 Examples:
   rtb reproduce 20240101-120000-ab12cd34
@@ -34,10 +37,23 @@ def reproduce_main(args: Sequence[str]) -> int:
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="directory for the re-run's record (default: reproduce/RUN-TIME)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--trust-checkpoint", action="append", default=[], metavar="PATH",
+                        help="fully unpickle this checkpoint (it can run code); repeatable. "
+                             "A record never trusts a checkpoint by itself")
+    parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
+                        help="module prefix whose nn.Module classes may be architectures "
+                             "(as allow_targets of rtb run; never read from the record)")
     ns = parser.parse_args(args)
+    import os
+
+    from benchmark.models import TRUST_ENV, trust_checkpoints
+
+    os.environ.pop(TRUST_ENV, None)  # only this command line trusts a checkpoint
+    trust_checkpoints(ns.trust_checkpoint)
     recorded = load_recorded(ns.run, ns.store)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(ns.out) if ns.out else Path("reproduce") / f"{recorded.run_id}-{stamp}"
-    result = reproduce(recorded, out_dir, progress=not ns.no_progress)
+    result = reproduce(recorded, out_dir, progress=not ns.no_progress,
+                       allow_targets=tuple(ns.allow_target))
     print(format_reproduction(result))
     return 0 if result.comparison.identical else 1

@@ -11,20 +11,49 @@ from benchmark.core.errors import UserError
 RUN_HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
                   "--shell-completion", "-sc", "--version"}
 
+TRUST_FLAG = "--trust-checkpoint"
+
+
+def split_trust_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(args without --trust-checkpoint PATH, the trusted paths)``."""
+    rest: list[str] = []
+    paths: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a == TRUST_FLAG:
+            path = next(it, None)
+            if path is None:
+                raise UserError(f"Expected `{TRUST_FLAG}` to be followed by a checkpoint path, "
+                                "but got nothing.")
+            paths.append(path)
+        elif a.startswith(TRUST_FLAG + "="):
+            paths.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    return rest, paths
+
 
 def run_main(args: Sequence[str]) -> int:
     """``rtb run``: validate every job's config, then hand over to Hydra."""
     from benchmark.compose import compose_spec, expand_for_validation
     from benchmark.outputs import check_run_outputs
+    from benchmark.policy import check_user_config_files, config_dir_flags, normalize_overrides
 
-    args = list(args)
-    if not RUN_HELP_FLAGS.intersection(args):
-        try:
-            for overrides in expand_for_validation(args):
-                compose_spec(overrides)
+    try:
+        args, trusted = split_trust_flags(args)
+        args = normalize_overrides(args)
+        if trusted:
+            from benchmark.models import trust_checkpoints
+
+            trust_checkpoints(trusted)  # the job, and launcher subprocesses, read it from env
+        if not RUN_HELP_FLAGS.intersection(args):
+            check_user_config_files(config_dir_flags(args))
+            hydra_groups = [a for a in args if a.startswith("hydra/")]
+            for i, overrides in enumerate(expand_for_validation(args)):
+                compose_spec(overrides, hydra_overrides=hydra_groups if i == 0 else None)
             check_run_outputs(args)
-        except UserError as exc:
-            return error(str(exc), exc.exit_code)
+    except UserError as exc:
+        return error(str(exc), exc.exit_code)
     from benchmark.app import hydra_app
 
     saved = sys.argv

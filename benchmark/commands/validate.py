@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drift: use tests up to N samples per side, distances beyond "
                         "(default 1000)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every result to FILE")
+    p.add_argument("--trust-checkpoint", action="append", default=[], metavar="PATH",
+                   help="fully unpickle this checkpoint (it can run code); repeatable")
     p.add_argument("--list", action="store_true", help="list the checks and their thresholds")
     p.add_argument("--failures-only", action="store_true",
                    help="print only the checks that did not pass")
@@ -85,6 +87,10 @@ def validate_main(args: Sequence[str]) -> int:
     if ns.list:
         print(list_text())
         return 0
+    if ns.trust_checkpoint:
+        from benchmark.models import trust_checkpoints
+
+        trust_checkpoints(ns.trust_checkpoint)
     if (ns.reference is None) != (ns.batch is None):
         print("rtb validate: error: --reference and --batch go together (drift of a batch "
               "against a reference set).", file=sys.stderr)

@@ -55,7 +55,9 @@ class ModelSpec:
     std: tuple[float, ...] = (1.0,)
     num_classes: int = 10
     input_shape: tuple[int, int, int] = (1, 28, 28)
-    trust_checkpoint: bool = False
+    #: Module prefixes (the run's command-line ``allow_targets``) whose
+    #: ``nn.Module`` classes may serve as the architecture.
+    allow_targets: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
@@ -263,3 +265,6 @@ class RunSpec:
     validation: ValidationPolicy | None = None
     reliability: ReliabilitySpec = field(default_factory=ReliabilitySpec)
     sweep: SweepSpec | None = None
+    #: Module prefixes whose nn.Module classes may serve as architectures
+    #: (honoured from the command line only; see ``benchmark.policy``).
+    allow_targets: tuple[str, ...] = ()

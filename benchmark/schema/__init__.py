@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
 from benchmark.core.specs import RunSpec
+from benchmark.core.targets import check_config_targets
 from benchmark.schema.attacks import parse_attack, parse_ensemble
 from benchmark.schema.groups import parse_feature, parse_groups, parse_slices
 from benchmark.schema.models import parse_data, parse_model
@@ -23,6 +24,7 @@ from benchmark.schema.suites import parse_corruption_suite, parse_fault_suite
 
 __all__ = [
     "TOP_LEVEL_KEYS",
+    "parse_allow_targets",
     "parse_attack",
     "parse_corruption_suite",
     "parse_data",
@@ -56,6 +58,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "validation",
     "groups",
     "reliability",
+    "allow_targets",
 )
 
 
@@ -81,11 +84,15 @@ def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
     """Validate a composed config (a plain, resolved dict) into a ``RunSpec``."""
     cfg = F.mapping("config", cfg)
     F.check_keys("", cfg, TOP_LEVEL_KEYS)
+    allow = parse_allow_targets(cfg.get("allow_targets"))
+    # Before anything else reads the config: no _target_ outside the places
+    # where rtb builds an object, and none of the wrong kind.
+    check_config_targets(cfg, allow)
     data = parse_data(cfg.get("data"))
     models_cfg = F.mapping("model", cfg.get("model") or {})
     if not models_cfg:
         raise ConfigError("Expected at least one model version (model=[NAME,...]), but got none.")
-    models = {k: parse_model(k, v, check_files) for k, v in models_cfg.items()}
+    models = {k: parse_model(k, v, check_files, allow) for k, v in models_cfg.items()}
     shapes = {m.input_shape for m in models.values()}
     input_shape = next(iter(shapes)) if len(shapes) == 1 else None
     attacks_cfg = F.mapping("attack", cfg.get("attack") or {})
@@ -109,4 +116,22 @@ def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
         validation=_optional(cfg, "validation", parse_validation),
         reliability=parse_reliability(cfg.get("reliability")),
         sweep=_optional(cfg, "sweep", parse_sweep),
+        allow_targets=allow,
     )
+
+
+def parse_allow_targets(v: Any) -> tuple[str, ...]:
+    """``allow_targets``: module prefixes (``mypkg.nets``) whose nn.Module
+    classes may serve as architectures."""
+    if v is None:
+        return ()
+    if not isinstance(v, (list, tuple)):
+        raise F.fail("allow_targets", "a list of module prefixes such as [mypkg.nets]", v)
+    out = []
+    for i, p in enumerate(v):
+        p = F.text(f"allow_targets[{i}]", p).rstrip(".")
+        parts = p.split(".")
+        if not all(part.isidentifier() and not part.startswith("_") for part in parts):
+            raise F.fail(f"allow_targets[{i}]", "a dotted module prefix such as mypkg.nets", p)
+        out.append(p)
+    return tuple(out)

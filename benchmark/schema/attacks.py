@@ -15,7 +15,7 @@ from typing import Any
 from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
 from benchmark.core.specs import AttackSpec, max_budget
-from benchmark.core.targets import check_target
+from benchmark.core.targets import ATTACK, check_target
 
 #: Target-selection rules of a targeted attack (``targeted: true``).
 TARGET_RULES: tuple[str, ...] = ("random", "least_likely", "next")
@@ -80,7 +80,7 @@ def _nested_attacks(where: str, d: dict[str, Any]) -> None:
             nested = {}
             for sub, sub_d in value.items():
                 if isinstance(sub_d, Mapping) and "_target_" in sub_d:
-                    check_target(f"{where}.{key}.{sub}._target_", sub_d["_target_"])
+                    check_target(f"{where}.{key}.{sub}._target_", sub_d["_target_"], ATTACK)
                     sub_d = dict(sub_d)
                     _partial(f"{where}.{key}.{sub}", sub_d)
                 nested[sub] = sub_d
@@ -94,12 +94,7 @@ def parse_attack(name: str, d: Any, input_shape: tuple[int, int, int] | None) ->
     d = dict(F.mapping(where, d))
     if "members" in d:
         return parse_ensemble(name, d, input_shape)
-    target = check_target(f"{where}._target_", d.pop("_target_", None))
-    if not target.startswith("art.attacks.evasion."):
-        raise ConfigError(
-            f"Expected `{where}._target_` to be an ART evasion attack (art.attacks.evasion.*), "
-            f"but got {target!r}."
-        )
+    target = check_target(f"{where}._target_", d.pop("_target_", None), ATTACK)
     _partial(where, d)
     minimum_norm = F.flag(f"{where}.minimum_norm", d.pop("minimum_norm", False))
     raw_eps = d.pop("eps", None)

@@ -8,14 +8,14 @@ from typing import Any
 from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
 from benchmark.core.specs import DataSpec, ModelSpec
-from benchmark.core.targets import check_target
+from benchmark.core.targets import ARCHITECTURE, check_target
 from benchmark.data import list_loaders, loader_options
 from benchmark.paths import resolve_path
 
 DATA_KEYS = ("name", "loader", "root", "split", "n_samples", "seed", "image_size", "channels",
              "options")
 MODEL_KEYS = ("name", "version", "architecture", "checkpoint", "format", "sha256", "mean", "std",
-              "num_classes", "input_shape", "trust_checkpoint")
+              "num_classes", "input_shape")
 MODEL_FORMATS = ("state_dict", "torchscript")
 
 
@@ -59,10 +59,11 @@ def _data_options(loader: str, options: Any) -> dict[str, Any]:
     return options
 
 
-def _architecture(where: str, arch: Any) -> str | dict[str, Any]:
-    """A torchvision model name, or a mapping with an allowed ``_target_``."""
+def _architecture(where: str, arch: Any, allow: tuple[str, ...] = ()) -> str | dict[str, Any]:
+    """A torchvision model name, or a mapping whose ``_target_`` is an
+    ``nn.Module`` class or torchvision builder (``benchmark.core.targets``)."""
     if isinstance(arch, Mapping):
-        check_target(f"{where}.architecture._target_", arch.get("_target_"))
+        check_target(f"{where}.architecture._target_", arch.get("_target_"), ARCHITECTURE, allow)
         return dict(arch)
     arch = F.text(f"{where}.architecture", arch)
     import torchvision.models as tvm
@@ -75,16 +76,28 @@ def _architecture(where: str, arch: Any) -> str | dict[str, Any]:
     return arch
 
 
-def parse_model(key: str, d: Any, check_files: bool = True) -> ModelSpec:
+#: Why ``trust_checkpoint`` is not read from a config file or a record.
+TRUST_FROM_FLAG = (
+    "Refusing `{where}.trust_checkpoint`: trust in a checkpoint is not read from a config "
+    "file or a record; pass it on the command line instead: "
+    "rtb run --trust-checkpoint PATH ... (also rtb validate / rtb reproduce)."
+)
+
+
+def parse_model(key: str, d: Any, check_files: bool = True,
+                allow_targets: tuple[str, ...] = ()) -> ModelSpec:
     """Validate one model version (``model.<key>``); ``check_files`` also
-    requires its checkpoint to exist."""
+    requires its checkpoint to exist; ``allow_targets`` are the run's
+    command-line module prefixes for architectures."""
     where = f"model.{key}"
     d = F.mapping(where, d)
+    if "trust_checkpoint" in d:
+        raise ConfigError(TRUST_FROM_FLAG.format(where=where))
     F.check_keys(where, d, MODEL_KEYS)
     for required in ("name", "version", "architecture", "checkpoint"):
         if d.get(required) in (None, ""):
             raise ConfigError(f"Missing `{where}.{required}`; every model version names it.")
-    arch = _architecture(where, d["architecture"])
+    arch = _architecture(where, d["architecture"], allow_targets)
     fmt = F.choice(f"{where}.format", F.text(f"{where}.format", d.get("format", "state_dict")),
                    MODEL_FORMATS, "'state_dict' or 'torchscript'")
     checkpoint = F.text(f"{where}.checkpoint", d["checkpoint"])
@@ -129,5 +142,5 @@ def parse_model(key: str, d: Any, check_files: bool = True) -> ModelSpec:
         std=std,
         num_classes=F.integer(f"{where}.num_classes", d.get("num_classes", 10), minimum=2),
         input_shape=(shape_t[0], shape_t[1], shape_t[2]),
-        trust_checkpoint=F.flag(f"{where}.trust_checkpoint", d.get("trust_checkpoint", False)),
+        allow_targets=allow_targets,
     )
