@@ -28,7 +28,7 @@ from attacks.budgets import attack_points, choose_targets, member_name
 from benchmark.core.forward import forward_logits, input_gradient
 from benchmark.core.registry import Registry
 from benchmark.core.specs import ANOMALY_FRACTION, AttackSpec, max_budget
-from benchmark.core.types import CheckResult, ModelUnderTest, Outcome, check_result
+from benchmark.core.types import CheckResult, ModelUnderTest, Outcome, check_result, param_text
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def monotone_flag(name: str, outs: Sequence[Outcome], subject: str,
         if len(lost) and len(lost) > ANOMALY_FRACTION * len(sub):
             return check_result("accuracy_monotone", "warn",
                            f"{name}: {len(lost)} of {len(sub)} points broken at a smaller eps "
-                           f"survive an attack at eps={top:g} alone", subject, **ev)
+                           f"survive an attack at eps={param_text(top)} alone", subject, **ev)
     return check_result("accuracy_monotone", "pass", f"{name}: robust accuracy never rises with eps",
                    subject, **ev)
 
@@ -287,7 +287,7 @@ def attack_flags(adapter: ArtAdapter, spec: AttackSpec, outs: Sequence[Outcome],
         if extra and extra > ANOMALY_FRACTION * len(sub):
             results.append(check_result("optimization_complete", "warn",
                                    f"{spec.name}: twice the iterations break {extra} more of "
-                                   f"{len(sub)} points at eps={top:g}", subject, **ev))
+                                   f"{len(sub)} points at eps={param_text(top)}", subject, **ev))
         else:
             results.append(check_result("optimization_complete", "pass",
                                    f"{spec.name}: twice the iterations break no more points",
@@ -372,7 +372,7 @@ def targeted_sweep_flag(ev: AttackEvaluation) -> CheckResult:
     k = min(ev.targeted_top_k, model.num_classes - 1)
     standing = np.flatnonzero(np.asarray(ev.outs[-1].correct, bool))
     if k < 1 or not len(standing):
-        return check_result(name, "pass", f"{spec.name}: no point left standing at eps={top:g}",
+        return check_result(name, "pass", f"{spec.name}: no point left standing at eps={param_text(top)}",
                             subject, **base, n=0, standing=len(standing))
     if len(standing) > ev.n_samples:
         gen = np.random.default_rng(derive_seed(ev.seed, model.key, spec.name, name))
@@ -407,7 +407,7 @@ def targeted_sweep_flag(ev: AttackEvaluation) -> CheckResult:
     if n_broken:
         return check_result(name, "warn",
                             f"{spec.name}: {what} broke {n_broken} of {n} standing points at "
-                            f"eps={top:g}: the configured attack falls short of {APGD_T_STANDARD}",
+                            f"eps={param_text(top)}: the configured attack falls short of {APGD_T_STANDARD}",
                             subject, **evidence)
     return check_result(name, "pass", f"{spec.name}: {what} broke none of {n} standing points "
-                        f"at eps={top:g}", subject, **evidence)
+                        f"at eps={param_text(top)}", subject, **evidence)
