@@ -17,17 +17,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from attacks.art_adapter import ArtAdapter
-from attacks.budgets import attack_points, choose_targets
+from attacks.art_adapter import ArtAdapter, derive_seed
+from attacks.budgets import attack_points, choose_targets, member_name
 from benchmark.core.forward import forward_logits, input_gradient
 from benchmark.core.registry import Registry
 from benchmark.core.specs import ANOMALY_FRACTION, AttackSpec, max_budget
-from benchmark.core.types import CheckResult, ModelUnderTest, Outcome, check_result
+from benchmark.core.types import CheckResult, ModelUnderTest, Outcome, check_result, param_text
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def monotone_flag(name: str, outs: Sequence[Outcome], subject: str,
         if len(lost) and len(lost) > ANOMALY_FRACTION * len(sub):
             return check_result("accuracy_monotone", "warn",
                            f"{name}: {len(lost)} of {len(sub)} points broken at a smaller eps "
-                           f"survive an attack at eps={top:g} alone", subject, **ev)
+                           f"survive an attack at eps={param_text(top)} alone", subject, **ev)
     return check_result("accuracy_monotone", "pass", f"{name}: robust accuracy never rises with eps",
                    subject, **ev)
 
@@ -175,7 +176,26 @@ def unbounded_flag(name: str, rate: float, n: int, subject: str) -> CheckResult:
 def attack_subsample(adapter: ArtAdapter, spec: AttackSpec, eps: float, xs: torch.Tensor,
                      ys: torch.Tensor, seed: int) -> tuple[np.ndarray, float]:
     """Attack every point of ``xs`` at ``eps`` (no early exit): per-point
-    success by our forward pass, and the mean cross-entropy of the examples."""
+    success by our forward pass, and the mean cross-entropy of the examples.
+    An ensemble runs its members in order on the points still standing."""
+    if spec.members:
+        hit = np.zeros(len(xs), dtype=bool)
+        x_adv = xs.clone()
+        for member in spec.members:
+            idx = np.flatnonzero(~hit)
+            if not len(idx):
+                break
+            ti = torch.from_numpy(idx)
+            target = choose_targets(adapter, member, xs[ti], ys[ti], seed)
+            labels = ys[ti] if target is None else torch.from_numpy(target)
+            adv = attack_points(adapter, member, eps, xs[ti], labels, seed).cpu()
+            p = forward_logits(adapter.model, adv, adapter.batch_size).argmax(1).numpy()
+            won = p == target if target is not None else p != ys[ti].numpy()
+            hit[idx[won]] = True
+            x_adv[ti[torch.from_numpy(won)]] = adv[torch.from_numpy(won)]
+        loss = float(torch.nn.functional.cross_entropy(
+            forward_logits(adapter.model, x_adv, adapter.batch_size), ys))
+        return hit, loss
     target = choose_targets(adapter, spec, xs, ys, seed)
     labels = ys if target is None else torch.from_numpy(target)
     x_adv = attack_points(adapter, spec, eps, xs, labels, seed)
@@ -184,6 +204,50 @@ def attack_subsample(adapter: ArtAdapter, spec: AttackSpec, eps: float, xs: torc
     hit = p == target if target is not None else p != ys.numpy()
     loss = float(torch.nn.functional.cross_entropy(logits, ys))
     return hit, loss
+
+
+def _doubled_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``kwargs`` with every ``max_iter`` doubled, nested attacks (AutoAttack's
+    ``attacks``) included; whether any was found."""
+    out = dict(kwargs)
+    found = False
+    if isinstance(out.get("max_iter"), int) and not isinstance(out["max_iter"], bool) \
+            and out["max_iter"] > 0:
+        out["max_iter"] = 2 * out["max_iter"]
+        found = True
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            nested = {}
+            for sub, sub_d in value.items():
+                nested[sub], hit = _doubled_kwargs(sub_d)
+                found |= hit
+            out[key] = nested
+    return out, found
+
+
+def doubled(spec: AttackSpec) -> AttackSpec | None:
+    """``spec`` with twice the iterations (single attacks, ensemble members and
+    AutoAttack's nested attacks); None when nothing in it iterates."""
+    if spec.minimum_norm:
+        return None
+    if spec.members:
+        members = [doubled(m) for m in spec.members]
+        if all(m is None for m in members):
+            return None
+        new = tuple(m if m is not None else o for m, o in zip(members, spec.members, strict=True))
+        return replace(spec, members=new)
+    kwargs, found = _doubled_kwargs(spec.kwargs)
+    return replace(spec, kwargs=kwargs) if found else None
+
+
+def iterations(spec: AttackSpec) -> Any:
+    """The ``max_iter`` of ``spec``, per member or nested attack where it has them."""
+    if spec.members:
+        return {member_name(m): iterations(m) for m in spec.members}
+    nested = {f"{k}.{sub}": d.get("max_iter") for k, v in spec.kwargs.items()
+              if isinstance(v, dict) and v and all(isinstance(d, dict) for d in v.values())
+              for sub, d in v.items()}
+    return nested or spec.kwargs.get("max_iter")
 
 
 def attack_flags(adapter: ArtAdapter, spec: AttackSpec, outs: Sequence[Outcome],
@@ -211,20 +275,139 @@ def attack_flags(adapter: ArtAdapter, spec: AttackSpec, outs: Sequence[Outcome],
         dist = outs[-1].columns["distance"][correct]
         results.append(unbounded_flag(spec.name, float(np.isfinite(dist).mean())
                                       if len(dist) else math.nan, len(dist), subject))
-    max_iter = spec.kwargs.get("max_iter")
-    if hit_top is not None and isinstance(max_iter, int) and max_iter > 0:
-        twice = AttackSpec(**{**spec.__dict__, "kwargs": {**spec.kwargs, "max_iter": 2 * max_iter}})
+    twice = doubled(spec)
+    if twice is not None and len(sub):
+        if hit_top is None:  # ensembles: the members in order on the points still standing
+            hit_top, loss_top = attack_subsample(adapter, spec, top, xs, ys, seed)
         hit_2x, loss_2x = attack_subsample(adapter, twice, top, xs, ys, seed)
         extra = int((hit_2x & ~hit_top).sum())
-        ev = {"attack": spec.name, "eps": top, "n": len(sub), "max_iter": max_iter,
+        ev = {"attack": spec.name, "eps": top, "n": len(sub), "max_iter": iterations(spec),
               "success": float(hit_top.mean()), "success_2x": float(hit_2x.mean()),
               "extra_broken_2x": extra, "loss": loss_top, "loss_2x": loss_2x}
         if extra and extra > ANOMALY_FRACTION * len(sub):
             results.append(check_result("optimization_complete", "warn",
                                    f"{spec.name}: twice the iterations break {extra} more of "
-                                   f"{len(sub)} points at eps={top:g}", subject, **ev))
+                                   f"{len(sub)} points at eps={param_text(top)}", subject, **ev))
         else:
             results.append(check_result("optimization_complete", "pass",
                                    f"{spec.name}: twice the iterations break no more points",
                                    subject, **ev))
     return results
+
+
+# ---------------------------------------------------------- registered attack flags
+
+
+@dataclass(frozen=True)
+class AttackEvaluation:
+    """What an attack flag reads: one attack's outcomes on one model version,
+    and the means to re-attack a subsample."""
+
+    adapter: ArtAdapter
+    spec: AttackSpec
+    outs: Sequence[Outcome]
+    x: torch.Tensor
+    y: torch.Tensor
+    clean_pred: np.ndarray
+    seed: int
+    n_samples: int = 32
+    targeted_top_k: int = 3
+    targeted_max_iter: int = 100
+
+
+AttackFlag = Callable[[AttackEvaluation], CheckResult]
+ATTACK_FLAGS: Registry[AttackFlag] = Registry(
+    "attack flag", duplicate="Expected a new {kind} name, but {name!r} is registered.")
+
+
+def register_attack_flag(name: str) -> Callable[[AttackFlag], AttackFlag]:
+    """Register a reliability flag that re-attacks one attack's standing points."""
+    return ATTACK_FLAGS.register(name)
+
+
+#: The standard attack the targeted sweep stands for, and its settings.
+APGD_T = "art.attacks.evasion.AutoProjectedGradientDescent"
+#: Named in the record: what a configured attack falls short of when APGD-T
+#: breaks points it left standing.
+APGD_T_STANDARD = "AutoAttack's APGD-T"
+
+
+def _targeted_parts(spec: AttackSpec) -> list[str]:
+    """Names of the targeted parts of ``spec`` (itself, members, nested attacks)."""
+    if spec.members:
+        return [p for m in spec.members for p in _targeted_parts(m)]
+    found = [spec.name] if spec.targeted else []
+    for key, value in spec.kwargs.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            found += [f"{spec.name}.{key}.{sub}" for sub, d in value.items() if d.get("targeted")]
+    return found
+
+
+def top_k_targets(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Per point, the ``k`` non-true classes with the largest clean logits
+    (most likely first), shape (n, k)."""
+    masked = logits.scatter(1, y[:, None].to(logits.device), -torch.inf)
+    return masked.topk(k, dim=1).indices.cpu()
+
+
+@register_attack_flag("targeted_sweep")
+def targeted_sweep_flag(ev: AttackEvaluation) -> CheckResult:
+    """APGD-T over the top-k classes on points the attack left standing at its
+    largest budget: every point it breaks (re-checked by our forward pass,
+    within the ball) is a point the configured attack missed -- the gap that
+    AutoAttack closes with its targeted attack (Croce & Hein 2020)."""
+    name, spec, model = "targeted_sweep", ev.spec, ev.adapter.model
+    subject = subject_of(model)
+    top = float(spec.eps[-1])
+    base = {"attack": spec.name, "eps": top, "standard": APGD_T_STANDARD}
+    targeted = _targeted_parts(spec)
+    skip = ("a minimum-norm attack" if spec.minimum_norm
+            else f"already targeted ({', '.join(targeted)})" if targeted
+            else "no Lp ball to attack in" if not spec.has_ball
+            else f"its budget is {spec.budget_arg!r}, not an Lp radius"
+            if spec.budget_arg not in ("eps", None) and not spec.members else None)
+    if skip is not None:
+        return check_result(name, "pass", f"{spec.name}: skipped, {skip}", subject,
+                            **base, skipped=skip)
+    k = min(ev.targeted_top_k, model.num_classes - 1)
+    standing = np.flatnonzero(np.asarray(ev.outs[-1].correct, bool))
+    if k < 1 or not len(standing):
+        return check_result(name, "pass", f"{spec.name}: no point left standing at eps={param_text(top)}",
+                            subject, **base, n=0, standing=len(standing))
+    if len(standing) > ev.n_samples:
+        gen = np.random.default_rng(derive_seed(ev.seed, model.key, spec.name, name))
+        standing = np.sort(gen.choice(standing, ev.n_samples, replace=False))
+    ti = torch.from_numpy(standing)
+    xs, ys = ev.x[ti], ev.y[ti]
+    targets = top_k_targets(forward_logits(model, xs, ev.adapter.batch_size), ys, k)
+    loss = "difference_logits_ratio" if model.num_classes >= 4 else "cross_entropy"
+    apgd_t = AttackSpec(name=f"{spec.name}.apgd_t", target=APGD_T, eps=(top,), norm=spec.norm,
+                        eps_step_ratio=0.25, kwargs={
+                            "loss_type": loss, "targeted": True, "max_iter": ev.targeted_max_iter,
+                            "nb_random_init": 1})
+    broken = np.zeros(len(standing), dtype=bool)
+    by_class: dict[int, int] = {}
+    for j in range(k):
+        idx = np.flatnonzero(~broken)
+        if not len(idx):
+            break
+        sel = torch.from_numpy(idx)
+        goal = targets[sel, j]
+        x_adv = attack_points(ev.adapter, apgd_t, top, xs[sel], goal, ev.seed + j)
+        p = forward_logits(model, x_adv, ev.adapter.batch_size).argmax(1).numpy()
+        won = p != ys[sel].numpy()
+        broken[idx[won]] = True
+        for c in p[won].tolist():
+            by_class[int(c)] = by_class.get(int(c), 0) + 1
+    n_broken, n = int(broken.sum()), len(standing)
+    what = f"APGD-T (targeted, top-{k})"
+    evidence = {**base, "n": n, "broken": n_broken, "top_k": k, "loss_type": loss,
+                "max_iter": ev.targeted_max_iter, "points": standing[broken][:10].tolist(),
+                "classes": {str(c): v for c, v in sorted(by_class.items())}}
+    if n_broken:
+        return check_result(name, "warn",
+                            f"{spec.name}: {what} broke {n_broken} of {n} standing points at "
+                            f"eps={param_text(top)}: the configured attack falls short of {APGD_T_STANDARD}",
+                            subject, **evidence)
+    return check_result(name, "pass", f"{spec.name}: {what} broke none of {n} standing points "
+                        f"at eps={param_text(top)}", subject, **evidence)

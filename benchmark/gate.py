@@ -99,7 +99,7 @@ class Floor:
         return cls(min=F.number(f"{where}.min", body["min"]),
                    threat=str(F.optional_text(f"{where}.threat", body["threat"])),
                    metric=F.optional_text(f"{where}.metric", body.get("metric")) or "accuracy",
-                   param=None if param is None else F.number(f"{where}.param", param),
+                   param=None if param is None else F.budget(f"{where}.param", param),
                    family=F.optional_text(f"{where}.family", body.get("family")),
                    where=where)
 

@@ -112,7 +112,8 @@ def derived_measurements(
     measurements = accuracy_measurements(outcomes)
     baseline = spec.corruption.baseline if spec.corruption else None
     measurements += corruption_measurements(outcomes, baseline)
-    measurements += bias_measurements(spec.groups, data, outcomes, seed=spec.seed)
+    measurements += bias_measurements(spec.groups, data, outcomes, seed=spec.seed,
+                                      num_classes=max((m.num_classes for m in models), default=None))
     return measurements
 
 

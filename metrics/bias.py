@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def bias_measurements(spec: GroupsSpec | None, data: EvalSet, outcomes: Sequence[Outcome],
-                      seed: int = 0) -> list[Measurement]:
+                      seed: int = 0, num_classes: int | None = None) -> list[Measurement]:
     """Every performance-bias measurement of a run: group metrics, robustness
-    disparity and discovered slices, from the per-sample outcomes."""
+    disparity and discovered slices, from the per-sample outcomes;
+    ``num_classes`` is the model versions' class count (None: the data set's)."""
     if spec is None:
         return []
     started = time.perf_counter()
@@ -33,7 +34,7 @@ def bias_measurements(spec: GroupsSpec | None, data: EvalSet, outcomes: Sequence
         needed |= set(spec.slices.properties or list_properties())
     props = compute_properties(data.x, sorted(p for p in needed if p)) if needed else {}
     columns = sensitive_features(spec, data, props)
-    rows = group_measurements(spec, data, outcomes, columns, seed)
+    rows = group_measurements(spec, data, outcomes, columns, seed, num_classes)
     rows += disparity_measurements(outcomes, columns, min_size=spec.min_size, taus=spec.tau)
     if spec.slices.enabled:
         candidates = candidate_slices(spec.slices, data, props, missing=spec.missing)

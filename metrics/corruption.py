@@ -72,17 +72,23 @@ def corruption_measurements(outcomes: Iterable[Outcome], baseline: str | None) -
     """Per-corruption mean accuracy and error, CE and relative CE against
     ``baseline`` (``name@version``), and their means over the corruptions.
 
-    Normalised metrics are left out (with a warning) when the baseline
-    version is not part of the run.
+    When the baseline version is not part of the run, the first evaluated
+    version normalises instead (one warning; each definition names it).
     """
     outcomes = list(outcomes)
     err, clean, n = _errors(outcomes)
     if not err:
         return []
-    have_base = baseline is not None and baseline in err
-    if baseline is not None and not have_base:
-        log.warning("Baseline %s is not among the evaluated versions (%s): CE and mCE are not "
-                    "computed.", baseline, ", ".join(sorted(err)))
+    if baseline is not None and baseline not in err:
+        first = next(iter(err))
+        log.warning("Corruption baseline %s is not among the evaluated versions (%s): CE and "
+                    "mCE are normalised by the first evaluated version, %s.",
+                    baseline, ", ".join(err), first)
+        label: str | None = f"{first} (the first evaluated version; {baseline} was not evaluated)"
+        base_key: str | None = first
+    else:
+        label = base_key = baseline
+    have_base = base_key is not None and base_key in err
     out: list[Measurement] = []
     for key, by_c in err.items():
         name, _, version = key.rpartition("@")
@@ -92,7 +98,7 @@ def corruption_measurements(outcomes: Iterable[Outcome], baseline: str | None) -
             return Measurement(
                 model=_name, version=_version, family="corruption", threat=threat, param=None,
                 metric=metric, value=value, n=_n,
-                definition=DEFINITIONS[metric].format(baseline=baseline, which=which),
+                definition=DEFINITIONS[metric].format(baseline=label, which=which),
             )
 
         common = [c for c in by_c if c in COMMON_CORRUPTIONS]
@@ -105,14 +111,14 @@ def corruption_measurements(outcomes: Iterable[Outcome], baseline: str | None) -
             out.append(row(c, "accuracy_mean", 1.0 - float(np.mean(errors))))
             out.append(row(c, "error_mean", float(np.mean(errors))))
             if have_base:
-                assert baseline is not None
-                base = err[baseline].get(c, {})
+                assert base_key is not None
+                base = err[base_key].get(c, {})
                 sevs = [s for s in by_s if s in base]
                 if not sevs:
                     continue
                 ce = _ratio(sum(by_s[s] for s in sevs), sum(base[s] for s in sevs))
                 rce = _ratio(sum(by_s[s] - clean.get(key, math.nan) for s in sevs),
-                             sum(base[s] - clean.get(baseline, math.nan) for s in sevs))
+                             sum(base[s] - clean.get(base_key, math.nan) for s in sevs))
                 out.append(row(c, "ce", ce))
                 out.append(row(c, "relative_ce", rce))
                 if c in averaged and math.isfinite(ce):

@@ -364,13 +364,20 @@ def group_metrics(outcomes: Sequence[Outcome], y_true: np.ndarray | Sequence[Any
 
 
 def group_measurements(spec: GroupsSpec, data: EvalSet, outcomes: Sequence[Outcome],
-                       columns: dict[str, pd.Series], seed: int = 0) -> list[Measurement]:
-    """Group metrics of every outcome under every configured feature."""
+                       columns: dict[str, pd.Series], seed: int = 0,
+                       num_classes: int | None = None) -> list[Measurement]:
+    """Group metrics of every outcome under every configured feature.
+
+    The binary metrics (demographic parity, equalized odds) apply only to a
+    binary task: ``num_classes`` (the model versions') == 2, else the data
+    set's declared classes -- never the labels that happen to be present.
+    """
     y = data.y.numpy()
+    binary = (num_classes if num_classes is not None else data.num_classes) == 2
     rows: list[Measurement] = []
     for name, col in columns.items():
         rows += group_metrics(outcomes, y, name, col, min_size=spec.min_size,
                               n_boot=spec.n_boot, ci_quantiles=spec.ci_quantiles,
-                              binary=data.num_classes == 2, seed=seed)
+                              binary=binary, seed=seed)
     return rows
 

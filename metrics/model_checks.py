@@ -254,3 +254,59 @@ def check_input_gradients(ctx: ModelContext, *, zero_fraction: float = 0.5) -> C
     return CheckResult(name, "pass",
                        f"input gradients are finite and non-zero (mean |g| "
                        f"{evidence['mean_abs']:.2g}).", evidence)
+
+
+def _normalization_stages(module: torch.nn.Module) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Every normalization the module applies that can be seen: submodules
+    holding ``mean`` and ``std`` buffers (rtb's folded-in one, and any inside
+    a network or a TorchScript file), outermost first."""
+    stages = []
+    for name, m in module.named_modules():
+        buffers = dict(m.named_buffers(recurse=False))
+        if "mean" in buffers and "std" in buffers:
+            stages.append((name or "<root>", buffers["mean"].detach().cpu().float(),
+                           buffers["std"].detach().cpu().float()))
+    return stages
+
+
+def _trivial(mean: torch.Tensor, std: torch.Tensor) -> bool:
+    return bool((mean == 0).all() and (std == 1).all())
+
+
+@register_check("input_normalization", "model")
+def check_input_normalization(ctx: ModelContext, *, max_mean: float = 1.0,
+                              max_std_ratio: float = 3.0) -> CheckResult:
+    """The data after the declared normalization looks like normalized data:
+    per channel, mean within ``max_mean`` of 0 and std within a factor
+    ``max_std_ratio`` of 1. Two non-trivial normalizations in a row (one
+    declared, one inside the network) normalize twice: a TorchScript file
+    that normalizes internally should declare mean [0] and std [1]."""
+    name = "input_normalization"
+    stages = [s for s in _normalization_stages(ctx.model.module) if not _trivial(s[1], s[2])]
+    z = ctx.probe.detach().cpu().float()
+    for _, mean, std in stages:
+        shape = (1, -1) + (1,) * (z.ndim - 2)
+        z = (z - mean.reshape(shape)) / std.reshape(shape)
+    dims = [d for d in range(z.ndim) if d != 1]
+    means, stds = z.mean(dim=dims), z.std(dim=dims)
+    evidence: dict[str, Any] = {
+        "stages": [s[0] for s in stages], "channel_mean": [round(float(v), 4) for v in means],
+        "channel_std": [round(float(v), 4) for v in stds]}
+    if not stages:
+        return CheckResult(name, "pass", "no normalization declared: the model takes [0, 1] "
+                           "pixels (or normalizes internally).", evidence)
+    if len(stages) > 1:
+        return CheckResult(name, "warn",
+                           f"inputs are normalized {len(stages)} times ({', '.join(evidence['stages'])}): "
+                           "a network that normalizes internally should be declared with mean [0] "
+                           "and std [1].", evidence)
+    far = bool((means.abs() > max_mean).any() or (stds > max_std_ratio).any()
+               or (stds < 1.0 / max_std_ratio).any())
+    if far:
+        return CheckResult(name, "warn",
+                           f"after the declared normalization the data has channel mean "
+                           f"{evidence['channel_mean']} and std {evidence['channel_std']}, far from "
+                           "0 and 1: the declared mean/std do not fit the data (normalized twice, or "
+                           "the wrong statistics).", evidence)
+    return CheckResult(name, "pass", "the declared normalization brings the data near mean 0, "
+                       "std 1.", evidence)

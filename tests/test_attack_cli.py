@@ -68,3 +68,29 @@ def test_every_shipped_attack_through_the_cli(run_cli: Any, tiny_files: tuple[Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     threats = {m["threat"] for m in _record(tmp_path)["measurements"]}
     assert set(attacks) <= threats
+
+
+def test_budgets_as_fractions_through_the_cli(run_cli: Any, tiny_files: tuple[Path, Path],
+                                              tmp_path: Path) -> None:
+    """`attack.pgd_linf.eps=[2/255,8/255]`: Hydra hands the budgets over as
+    strings; they run as floats and print as written."""
+    proc = run_cli("run", *_base(tiny_files), "attack=[pgd_linf]", "attack.pgd_linf.max_iter=2",
+                   "attack.pgd_linf.eps=[2/255,8/255]", "reliability.enabled=false")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "eps=2/255" in proc.stdout and "eps=8/255" in proc.stdout
+    params = {m["param"] for m in _record(tmp_path)["measurements"] if m["threat"] == "pgd_linf"}
+    assert params == {2 / 255, 8 / 255}
+
+
+def test_fraction_budgets_parse_and_bad_ones_name_the_entry() -> None:
+    from benchmark.core.errors import ConfigError
+    from benchmark.schema import parse_attack
+
+    spec = parse_attack("p", {"_target_": "art.attacks.evasion.FastGradientMethod",
+                              "eps": ["8/255", "2/255", 0.1]}, (1, 8, 8))
+    assert spec.eps == (2 / 255, 8 / 255, 0.1)
+    assert parse_attack("p", {"_target_": "art.attacks.evasion.FastGradientMethod",
+                              "eps": "8/255"}, (1, 8, 8)).eps == (8 / 255,)
+    with pytest.raises(ConfigError, match=r"attack\.p\.eps\[1\]"):
+        parse_attack("p", {"_target_": "art.attacks.evasion.FastGradientMethod",
+                           "eps": [0.1, "1/x"]}, (1, 8, 8))

@@ -94,14 +94,21 @@ def test_ce_mce_and_relative_mce_match_the_definitions() -> None:
     assert "mce" in table and "net@v2" in table and "normalised by net@v1" in table
 
 
-def test_missing_baseline_skips_normalised_metrics_with_a_warning(
+def test_missing_baseline_falls_back_to_the_first_version_with_a_warning(
         caplog: pytest.LogCaptureFixture) -> None:
     outs = synthetic_outcomes()
     with caplog.at_level(logging.WARNING):
         ms = corruption_measurements(outs, "net@v9")
-    assert "net@v9 is not among the evaluated versions" in caplog.text
-    metrics = {m.metric for m in ms}
-    assert metrics == {"accuracy_mean", "error_mean", "mean_error"}
+    assert caplog.text.count("net@v9 is not among the evaluated versions") == 1
+    assert "normalised by the first evaluated version, net@v1" in caplog.text
+    by = {(m.version, m.threat, m.metric): m for m in ms}
+    assert by[("v1", SUMMARY_THREAT, "mce")].value == pytest.approx(1.0)
+    mce = by[("v2", SUMMARY_THREAT, "mce")]
+    assert mce.definition.endswith(
+        "net@v1 (the first evaluated version; net@v9 was not evaluated)") or (
+        "net@v1 (the first evaluated version; net@v9 was not evaluated)" in mce.definition)
+    assert {m.metric for m in ms} >= {"ce", "relative_ce", "mce", "relative_mce"}
+    assert {(m.model, m.version) for m in ms} == {("net", "v1"), ("net", "v2")}
     assert corruption_measurements(outs, None) and corruption_measurements(
         [o for o in outs if o.threat.family == "clean"], "net@v1") == []
 

@@ -46,3 +46,16 @@ def test_unknown_key_names_the_full_path_and_the_valid_keys() -> None:
                                "expected one of: top, bins.")
     with pytest.raises(ConfigError, match="^Unknown config key `foo`;"):
         F.check_keys("", {"foo": 1}, ("name",))
+
+
+def test_budgets_written_as_fractions() -> None:
+    from benchmark.core.types import param_text, threat_label
+
+    assert F.budget("eps", "8/255") == 8 / 255 and F.budget("eps", 0.3) == 0.3
+    for bad in ("8/0", "a/255", "8/", True):
+        with pytest.raises(ConfigError, match="a number or a fraction such as 8/255"):
+            F.budget("eps", bad)
+    assert [param_text(v) for v in (8 / 255, 2 / 255, 0.1, 0.3, 3.0, 0.0313725)] == [
+        "8/255", "2/255", "0.1", "0.3", "3", "0.0313725"]
+    assert threat_label("attack", "pgd_linf", 8 / 255) == "pgd_linf eps=8/255"
+    assert threat_label("corruption", "fog", 3.0) == "fog severity=3"

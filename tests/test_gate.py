@@ -155,3 +155,12 @@ def test_default_rules_parse_and_name_the_reference_versions() -> None:
     assert spec.baseline == "mnist_cnn@v1" and spec.candidates == ["mnist_cnn@v2"]
     assert {type(r).__name__ for _, r in spec.rules} == {"Floor", "Regression", "Disparity",
                                                           "Checks"}
+
+
+def test_floor_param_written_as_a_fraction_matches_the_float() -> None:
+    spec = parse_rules({"rules": [{"floor": {"threat": "pgd_linf", "param": "8/255", "min": 0.5}}]})
+    (_, rule), = spec.rules
+    assert rule.param == 8 / 255
+    assert rule.describe() == "pgd_linf eps=8/255 accuracy >= 0.5"
+    with pytest.raises(ConfigError, match="a fraction such as 8/255"):
+        parse_rules({"rules": [{"floor": {"threat": "pgd_linf", "param": "8/0", "min": 0.5}}]})

@@ -346,3 +346,34 @@ def test_properties_group_on_rgb_images() -> None:
     assert col.value_counts().tolist() == [20, 20]
     assert not math.isnan(float(compute_properties(data.x, ["colourfulness"])["colourfulness"]
                                 .mean()))
+
+
+def test_binary_metrics_follow_the_model_classes_not_the_labels_present() -> None:
+    from benchmark.core.specs import FeatureSpec, GroupsSpec
+
+    y, outs = random_outcomes(n=40, classes=2, k=1, seed=0)
+    data = EvalSet(name="d", x=torch.zeros(40, 1, 2, 2), y=torch.from_numpy(y), classes=["0", "1"])
+    spec = GroupsSpec(features=(FeatureSpec(name="class", kind="label"),), min_size=5, n_boot=0)
+    cols = G.sensitive_features(spec, data, {})
+    binary = G.group_measurements(spec, data, outs, cols, num_classes=2)
+    assert any(m.metric == "demographic_parity_difference" for m in binary)
+    outs[0].pred[:3] = 7  # a 10-class model predicts classes the labels never show
+    rows = G.group_measurements(spec, data, outs, cols, num_classes=10)
+    assert rows and not any(m.metric == "demographic_parity_difference" for m in rows)
+
+
+def test_run_on_two_of_ten_classes_reaches_group_metrics(run_cli, tmp_path: Path) -> None:
+    """An npz whose labels cover 2 of the model's 10 classes runs to the end."""
+    from conftest import write_checkpoint, write_npz
+
+    ckpt = write_checkpoint(tmp_path / "ten.pt", size=10, classes=10)
+    npz = write_npz(tmp_path / "two.npz", n=30, size=10, classes=2)
+    res = run_cli("run", *tiny_overrides(ckpt, npz, size=10, classes=10), "groups.min_size=5",
+                  "groups.n_boot=0", "groups.slices.enabled=false", "reliability.enabled=false",
+                  "validation=report_only", "attack.fgsm.eps=[0.1]", "store=null")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    (record_path,) = (tmp_path / "outputs").rglob(RECORD_FILE)
+    ms = json.loads(record_path.read_text())["measurements"]
+    assert any(m["group_feature"] == "class" and m["metric"] == "accuracy" for m in ms)
+    assert not any(m["metric"] == "demographic_parity_difference" for m in ms)

@@ -71,7 +71,39 @@ TRIGGERS = {
     "output_kind": (lambda: context(Wrapped(lambda z: z.softmax(1))), "warn"),
     "input_gradients": (lambda: context(Wrapped(lambda z: z, pre=lambda x: x.detach())),
                         "fail"),
+    "input_normalization": (lambda: context(_normalized(Norm(BandNet(), 0.3, 0.27), 0.3, 0.27)),
+                            "warn"),
 }
+
+
+class Norm(nn.Module):
+    """``net((x - mean) / std)``, as rtb folds a declared normalization in."""
+
+    def __init__(self, net: nn.Module, mean: float, std: float) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor([mean]).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor([std]).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def _normalized(net: nn.Module, mean: float, std: float) -> ModelUnderTest:
+    return make_model(Norm(net, mean, std))
+
+
+def test_input_normalization_declared_once_or_not_at_all_passes() -> None:
+    check = get_check("input_normalization")
+    assert check(context(_normalized(BandNet(), 0.0, 1.0))).status == "pass"
+    once = check(context(_normalized(BandNet(), 0.3, 0.27)))
+    assert once.status == "pass", once.message
+    scripted = torch.jit.script(Norm(BandNet(), 0.3, 0.27))
+    inside = check(context(_normalized(scripted, 0.3, 0.27)))  # TorchScript normalizing inside
+    assert inside.status == "warn" and "normalized 2 times" in inside.message
+    assert check(context(_normalized(scripted, 0.0, 1.0))).status == "pass"
+    wrong = check(context(_normalized(BandNet(), 0.9, 0.05)))
+    assert wrong.status == "warn" and "far from 0 and 1" in wrong.message
 
 
 def test_every_model_check_has_a_trigger() -> None:

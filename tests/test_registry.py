@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from attacks.corruptions import CORRUPTIONS
-from attacks.diagnostics import MODEL_FLAGS
+from attacks.diagnostics import ATTACK_FLAGS, MODEL_FLAGS
 from attacks.faults import FAULTS
 from attacks.target_rules import TARGET_RULES
 from benchmark.core.errors import ConfigError, DataError
@@ -92,6 +92,7 @@ PROJECT = [
     ("checks", _CHECKS, ConfigError),
     ("feature kinds", FEATURE_KINDS, ValueError),
     ("model flags", MODEL_FLAGS, ValueError),
+    ("attack flags", ATTACK_FLAGS, ValueError),
 ]
 
 

@@ -213,3 +213,110 @@ def test_flags_reach_the_record(tmp_path: Any) -> None:
     assert {"gradients", "deterministic_outputs", "logit_outputs", "accuracy_monotone",
             "unbounded_budget", "weaker_attack_wins"} <= names
     assert np.all([c.status in ("pass", "warn", "fail") for c in result.record.checks])
+
+
+# ----------------------------------------------------- targeted sweep, 2x iterations, budget
+
+def _sweep(spec: AttackSpec, **kw: Any) -> Any:
+    from conftest import train_tiny_mlp
+
+    from attacks.diagnostics import AttackEvaluation, targeted_sweep_flag
+
+    data = make_evalset(n=60, classes=5, seed=3)
+    model = make_model(train_tiny_mlp(classes=5), classes=5)
+    adapter = ArtAdapter(model, 16)
+    clean = predict(model, data.x, 16)
+    outs = list(run_attack(adapter, spec, data.x, data.y, clean, 0))
+    ev = AttackEvaluation(adapter, spec, outs, data.x, data.y, clean, 0,
+                          **{"n_samples": 12, "targeted_top_k": 3, "targeted_max_iter": 20, **kw})
+    return targeted_sweep_flag(ev)
+
+
+def test_targeted_sweep_warns_on_an_attack_without_a_targeted_one() -> None:
+    weak = attack("AutoProjectedGradientDescent", norm="inf", eps=[0.15], max_iter=2,
+                  nb_random_init=1, loss_type="cross_entropy")
+    r = _sweep(weak)
+    assert r.status == "warn", r.message
+    assert "APGD-T (targeted, top-3) broke" in r.message
+    assert "falls short of AutoAttack's APGD-T" in r.message
+    assert r.evidence["broken"] > 0 and r.evidence["n"] == 12
+    assert sum(r.evidence["classes"].values()) == r.evidence["broken"]
+
+
+def test_targeted_sweep_passes_a_strong_attack() -> None:
+    r = _sweep(pgd(eps=[0.15], max_iter=40, eps_step_ratio=0.1))
+    assert r.status == "pass", r.message
+    assert r.evidence["broken"] == 0
+
+
+def test_targeted_sweep_skips_targeted_and_minimum_norm_attacks() -> None:
+    from attacks.diagnostics import AttackEvaluation, targeted_sweep_flag
+
+    model, data = make_model(), make_evalset()
+
+    def skipped(spec: AttackSpec) -> str:
+        ev = AttackEvaluation(ArtAdapter(model), spec, [], data.x, data.y, data.y.numpy(), 0)
+        r = targeted_sweep_flag(ev)
+        assert r.status == "pass"
+        return str(r.evidence["skipped"])
+
+    assert "already targeted" in skipped(pgd(eps=[0.15], targeted=True))
+    nested = attack("AutoAttack", norm="inf", eps=[0.15], attacks={"t": {
+        "_target_": "art.attacks.evasion.AutoProjectedGradientDescent", "targeted": True}})
+    assert "already targeted (a.attacks.t)" in skipped(nested)
+    deepfool = attack("DeepFool", minimum_norm=True, eps=[0.15], max_iter=5)
+    assert "minimum-norm" in skipped(deepfool)
+
+
+def test_twice_the_iterations_covers_ensembles_and_nested_attacks() -> None:
+    from attacks.diagnostics import doubled
+
+    aa = parse_attack("aa", {"_target_": "art.attacks.evasion.AutoAttack", "norm": "inf",
+                             "eps": [0.1], "attacks": {"ce": {
+                                 "_target_": "art.attacks.evasion.AutoProjectedGradientDescent",
+                                 "max_iter": 5}, "sq": {
+                                 "_target_": "art.attacks.evasion.SquareAttack",
+                                 "max_iter": 7}}}, SHAPE)
+    twice = doubled(aa)
+    assert twice is not None
+    assert [d["max_iter"] for d in twice.kwargs["attacks"].values()] == [10, 14]
+    ens = parse_attack("e", {"eps": [0.1], "members": {
+        "pgd": {"_target_": "art.attacks.evasion.ProjectedGradientDescentPyTorch",
+                "max_iter": 3}, "fgsm": {"_target_": "art.attacks.evasion.FastGradientMethod"}}},
+        SHAPE)
+    twice = doubled(ens)
+    assert twice is not None and twice.members[0].kwargs["max_iter"] == 6
+    assert twice.members[1] == ens.members[1]
+    assert doubled(attack("FastGradientMethod", **FGSM)) is None
+    model, data = make_model(), make_evalset()
+    checks = flags(model, ens, data)
+    assert checks["optimization_complete"].evidence["max_iter"] == {"pgd": 3, "fgsm": None}
+
+
+def test_reliability_budget_skips_the_remaining_flags() -> None:
+    from benchmark.core.specs import ReliabilitySpec
+    from benchmark.reliability_run import reliability_checks
+
+    model, data = make_model(), make_evalset()
+    spec = attack("FastGradientMethod", **FGSM)
+    adapter = ArtAdapter(model, 16)
+    clean = predict(model, data.x, 16)
+    outs = list(run_attack(adapter, spec, data.x, data.y, clean, 0))
+    ticks = iter(range(100))
+    res = reliability_checks({model.key: adapter}, {"a": spec}, outs, data.x, data.y,
+                             {model.key: clean}, 0, settings=ReliabilitySpec(budget_s=1.5),
+                             clock=lambda: float(next(ticks)))
+    budget = next(r for r in res if r.check == "reliability_budget")
+    assert budget.status == "warn"
+    assert budget.evidence["skipped"] == [f"{model.key}/a/targeted_sweep"]
+    assert not any(r.check == "targeted_sweep" for r in res)
+
+
+def test_parse_reliability_new_keys() -> None:
+    r = parse_reliability({"targeted_top_k": 9, "budget_s": 60, "targeted_max_iter": 50})
+    assert (r.targeted_top_k, r.budget_s, r.targeted_max_iter) == (9, 60.0, 50)
+    assert parse_reliability(None).budget_s is None
+    with pytest.raises(ConfigError, match="reliability.budget_s"):
+        parse_reliability({"budget_s": 0})
+    with pytest.raises(ConfigError, match="reliability.targeted_top_k"):
+        parse_reliability({"targeted_top_k": 0})

@@ -66,6 +66,21 @@ def number(where: str, v: Any, wanted: str = "a number") -> float:
     return float(v)
 
 
+def budget(where: str, v: Any) -> float:
+    """A number, or a fraction written ``a/b`` (``8/255``; Hydra hands it over
+    as a string), as a float."""
+    if isinstance(v, str) and "/" in v:
+        a, _, b = v.partition("/")
+        try:
+            num, den = float(a), float(b)
+        except ValueError:
+            raise fail(where, "a number or a fraction such as 8/255", v) from None
+        if den == 0 or not (math.isfinite(num) and math.isfinite(den)):
+            raise fail(where, "a number or a fraction such as 8/255", v)
+        return num / den
+    return number(where, v, "a number or a fraction such as 8/255")
+
+
 def finite_number(where: str, v: Any) -> float:
     """A number that is neither infinite nor NaN."""
     value = number(where, v, "a finite number")

@@ -217,10 +217,19 @@ ANOMALY_FRACTION = 0.05
 
 @dataclass(frozen=True)
 class ReliabilitySpec:
-    """The ``reliability:`` config section (flags on by default)."""
+    """The ``reliability:`` config section (flags on by default).
+
+    ``targeted_top_k``: classes the targeted sweep tries per point (3; the
+    standard AutoAttack protocol uses 9), with ``targeted_max_iter`` APGD-T
+    iterations per class (100, as AutoAttack). ``budget_s``: seconds the attack
+    flags may take before the remaining ones are skipped (None: no bound).
+    """
 
     enabled: bool = True
     n_samples: int = 32
+    targeted_top_k: int = 3
+    targeted_max_iter: int = 100
+    budget_s: float | None = None
 
 
 @dataclass(frozen=True)

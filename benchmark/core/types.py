@@ -20,12 +20,33 @@ THREAT_FAMILIES: tuple[str, ...] = ("clean", "attack", "corruption", "fault")
 PARAM_LABEL: dict[str, str] = {"attack": "eps", "corruption": "severity", "fault": "param"}
 
 
+#: Denominators a budget written as a fraction is recognised by, in order of
+#: preference (pixel levels first): ``8/255`` is stored as its float and
+#: printed as written.
+FRACTION_DENOMINATORS: tuple[int, ...] = (255, 256, 127, 128, 1000, 512, 1024, 100, 64, 32,
+                                          *range(2, 17))
+
+
+def param_text(value: float) -> str:
+    """A threat parameter as a person writes it: ``0.3``, ``3``, or ``8/255``
+    when the value is exactly a fraction with a usual denominator that no
+    short decimal represents."""
+    short = f"{value:g}"
+    if not math.isfinite(value) or float(short) == value:
+        return short
+    for b in FRACTION_DENOMINATORS:
+        a = round(value * b)
+        if a and a / b == value:
+            return f"{a}/{b}"
+    return short
+
+
 def threat_label(family: str, threat: str, param: float | None) -> str:
     """The one way a threat is named in tables, plots and comparisons:
-    ``clean``, ``pgd_linf eps=0.3``, ``fog severity=3``."""
+    ``clean``, ``pgd_linf eps=0.3``, ``pgd_linf eps=8/255``, ``fog severity=3``."""
     if param is None or (isinstance(param, float) and math.isnan(param)):
         return threat
-    return f"{threat} {PARAM_LABEL.get(family, 'param')}={param:g}"
+    return f"{threat} {PARAM_LABEL.get(family, 'param')}={param_text(float(param))}"
 
 
 @dataclass

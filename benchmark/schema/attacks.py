@@ -52,14 +52,14 @@ def _budgets(where: str, raw: Any, norm: float, input_shape: tuple[int, int, int
     """The sorted, distinct budgets, each within the input range under ``norm``."""
     if raw is None:
         raise ConfigError(f"Missing `{where}.eps`; expected a list of budgets such as [0.1, 0.3].")
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+    if isinstance(raw, (int, float, str)) and not isinstance(raw, bool):
         raw = [raw]
     if not isinstance(raw, (list, tuple)) or not raw:
         raise F.fail(f"{where}.eps", "a non-empty list of budgets", raw)
     top = max_budget(norm, input_shape) if input_shape and not math.isnan(norm) else math.inf
     eps: list[float] = []
     for i, e in enumerate(raw):
-        e = F.number(f"{where}.eps[{i}]", e)
+        e = F.budget(f"{where}.eps[{i}]", e)
         if e < 0:
             raise F.fail(f"{where}.eps[{i}]", "a non-negative number", e)
         if e > top:

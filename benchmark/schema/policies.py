@@ -13,7 +13,8 @@ from metrics.checks import get_check
 ON_FAIL = ("stop", "report")
 POLICY_KEYS = ("on_fail", "data", "model", "skip", "thresholds", "probe_size", "input_range",
                "reference_mean", "reference_std")
-RELIABILITY_KEYS = ("enabled", "n_samples")
+RELIABILITY_KEYS = ("enabled", "n_samples", "targeted_top_k", "targeted_max_iter",
+                    "budget_s")
 SWEEP_KEYS = ("id", "skip_existing", "threads")
 
 
@@ -102,9 +103,19 @@ def parse_reliability(d: Any) -> ReliabilitySpec:
         return ReliabilitySpec()
     d = F.mapping("reliability", d)
     F.check_keys("reliability", d, RELIABILITY_KEYS)
+    budget = d.get("budget_s")
+    if budget is not None:
+        budget = F.number("reliability.budget_s", budget)
+        if budget <= 0:
+            raise F.fail("reliability.budget_s", "a positive number of seconds or null", budget)
     return ReliabilitySpec(
         enabled=F.flag("reliability.enabled", d.get("enabled", True)),
         n_samples=F.integer("reliability.n_samples", d.get("n_samples", 32), minimum=1),
+        targeted_top_k=F.integer("reliability.targeted_top_k", d.get("targeted_top_k", 3),
+                                 minimum=1),
+        targeted_max_iter=F.integer("reliability.targeted_max_iter",
+                                    d.get("targeted_max_iter", 100), minimum=1),
+        budget_s=budget,
     )
 
 
