@@ -26,7 +26,7 @@ from attacks.budgets import run_attack
 from attacks.corruption_suite import suite_outcomes, suite_steps
 from benchmark.core.errors import ConfigError
 from benchmark.core.forward import predict_finite
-from benchmark.core.specs import RunSpec
+from benchmark.core.specs import AttackSpec, RunSpec
 from benchmark.core.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from benchmark.data import load_evalset
 from benchmark.models import load_model, resolve_device
@@ -147,7 +147,7 @@ def threat_pieces(spec: RunSpec, model: ModelUnderTest, data: EvalSet,
     """Every threat of the run against one model version, as pieces."""
     adapters: list[ArtAdapter] = []
 
-    def attack(spec_a: Any, on_step: Callable[[], None]) -> Iterator[Outcome]:
+    def attack(spec_a: AttackSpec, on_step: Callable[[], None]) -> Iterator[Outcome]:
         if not adapters:
             adapters.append(ArtAdapter(model, spec.batch_size))
         yield from run_attack(adapters[0], spec_a, data.x, data.y, clean.pred, spec.seed,
