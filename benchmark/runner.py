@@ -185,18 +185,26 @@ def run_pieces(spec: RunSpec, models: list[ModelUnderTest], data: EvalSet, out_d
         return got
 
     outcomes: list[Outcome] = []
-    for model in models:
-        clean = run(clean_piece(spec, model, data), model)
-        outcomes.extend(clean)
-        for piece in threat_pieces(spec, model, data, clean[0]):
-            outcomes.extend(run(piece, model))
+    try:
+        for model in models:
+            clean = run(clean_piece(spec, model, data), model)
+            outcomes.extend(clean)
+            for piece in threat_pieces(spec, model, data, clean[0]):
+                outcomes.extend(run(piece, model))
+    except BaseException:
+        bar.close()  # end the bar's line before the error is shown
+        raise
     return outcomes
 
 
 def in_phase(bar: Any, name: str, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` as one step of the progress bar, its postfix naming the phase."""
     bar.set_postfix_str(name)
-    out = fn(*args)
+    try:
+        out = fn(*args)
+    except BaseException:
+        bar.close()  # end the bar's line before the error is shown
+        raise
     bar.update(1)
     return out
 
