@@ -43,6 +43,7 @@ Examples:
   rtb run 'model=[mnist_cnn_v1]' attack=fgsm
   rtb run -m 'model=glob(*)'                # one job per model version
   rtb run data=cifar10 data.root=~/data/cifar 'model=[my_resnet]'
+  rtb run --resume outputs/DATE/TIME-NAME   # finish a killed run in its own directory
   rtb list
   rtb --version
 """

@@ -1,7 +1,8 @@
 """The run directory: what one run leaves on disk, and how a command finds a run.
 
 A run directory holds ``record.json`` (provenance plus measurements) and
-``outcomes.parquet`` (per-sample outcomes). This module is the only reader of
+``outcomes.parquet`` (per-sample outcomes); while a run is in progress,
+``pieces/`` holds the outcomes of its finished pieces (``benchmark.pieces``). This module is the only reader of
 that layout, and the one place that turns a user's run reference (a run
 directory, its ``record.json``, or a run id or unique prefix in the store)
 into a run. It imports neither torch nor the store at import time, so the
@@ -24,6 +25,8 @@ from benchmark.core.errors import RunDirError
 
 RECORD_FILE = "record.json"
 OUTCOMES_FILE = "outcomes.parquet"
+#: Checkpoints of a run in progress: one file per finished piece (``benchmark.pieces``).
+PIECES_DIR = "pieces"
 #: Keys without which a JSON file is not a run record.
 RECORD_KEYS = ("run_id", "measurements")
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from attacks.budgets import run_attack
 from attacks.corruption_suite import suite_outcomes, suite_steps
 from benchmark.core.errors import ConfigError
 from benchmark.core.forward import predict_finite
-from benchmark.core.specs import RunSpec
+from benchmark.core.specs import AttackSpec, RunSpec
 from benchmark.core.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
 from benchmark.data import load_evalset
 from benchmark.models import load_model, resolve_device
+from benchmark.pieces import clear_pieces, load_pieces, save_piece
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
 from benchmark.reliability_run import flags_after_threats, flags_before_threats
 from metrics.bias import bias_measurements
@@ -117,20 +119,99 @@ def derived_measurements(
     return measurements
 
 
-def threat_outcomes(
-    spec: RunSpec, model: ModelUnderTest, data: EvalSet, clean: Outcome, bar: Any
-) -> Iterator[Outcome]:
-    """Every threat of the run against one model version, as per-sample outcomes."""
-    if spec.attacks:
-        adapter = ArtAdapter(model, spec.batch_size)
-        for attack in spec.attacks.values():
-            bar.set_postfix_str(f"{model.key} {attack.name}")
-            yield from run_attack(
-                adapter, attack, data.x, data.y, clean.pred, spec.seed, on_step=lambda: bar.update(1)
-            )
-    bar.set_postfix_str(f"{model.key} corruptions/faults")
-    yield from suite_outcomes(spec.corruption, spec.fault, model, data, spec.batch_size,
-                              spec.seed, spec.models, on_step=lambda: bar.update(1))
+@dataclass(frozen=True)
+class Piece:
+    """One unit of a run that is checkpointed as it finishes: a version's
+    clean pass, one attack's budget sweep, or a corruption or fault suite.
+
+    ``outcomes`` runs it (calling its argument once per progress step). Each
+    piece seeds itself (attacks reseed per attack and budget from the run
+    seed, version and attack; suites draw per-sample noise from counter
+    seeds), so its outcomes do not depend on which pieces ran before."""
+
+    id: str
+    label: str
+    steps: int
+    outcomes: Callable[[Callable[[], None]], Iterator[Outcome]]
+
+
+def clean_piece(spec: RunSpec, model: ModelUnderTest, data: EvalSet) -> Piece:
+    def run(on_step: Callable[[], None]) -> Iterator[Outcome]:
+        yield clean_outcome(model, data, spec.batch_size)
+        on_step()
+
+    return Piece(f"{model.key}--clean", "clean", 1, run)
+
+
+def threat_pieces(spec: RunSpec, model: ModelUnderTest, data: EvalSet,
+                  clean: Outcome) -> Iterator[Piece]:
+    """Every threat of the run against one model version, as pieces."""
+    adapters: list[ArtAdapter] = []
+
+    def attack(spec_a: AttackSpec, on_step: Callable[[], None]) -> Iterator[Outcome]:
+        if not adapters:
+            adapters.append(ArtAdapter(model, spec.batch_size))
+        yield from run_attack(adapters[0], spec_a, data.x, data.y, clean.pred, spec.seed,
+                              on_step=on_step)
+
+    for a in spec.attacks.values():
+        yield Piece(f"{model.key}--attack--{a.name}", a.name, len(a.eps), partial(attack, a))
+    suites = (("corruptions", spec.corruption, None), ("faults", None, spec.fault))
+    for kind, corruption, fault in suites:
+        suite = corruption or fault
+        if suite is None:
+            continue
+        yield Piece(f"{model.key}--{kind}--{suite.name}", f"{kind} {suite.name}",
+                    suite_steps(corruption, fault),
+                    partial(suite_outcomes, corruption, fault, model, data, spec.batch_size,
+                            spec.seed, spec.models))
+
+
+def run_pieces(spec: RunSpec, models: list[ModelUnderTest], data: EvalSet, out_dir: Path,
+               key: str, bar: Any) -> list[Outcome]:
+    """Every outcome of the run, piece by piece: a piece already finished in
+    ``out_dir`` under the same run key is read back, every other one runs
+    and is saved there as soon as it finishes."""
+    done = load_pieces(out_dir, key)
+    if done:
+        log.info("Reusing %d finished piece(s) from %s", len(done), out_dir)
+
+    def run(piece: Piece, model: ModelUnderTest) -> list[Outcome]:
+        bar.set_postfix_str(f"{model.key} {piece.label}")
+        if piece.id in done:
+            bar.update(piece.steps)
+            return done[piece.id]
+        got = list(piece.outcomes(lambda: bar.update(1)))
+        save_piece(out_dir, piece.id, key, got)
+        return got
+
+    outcomes: list[Outcome] = []
+    try:
+        for model in models:
+            clean = run(clean_piece(spec, model, data), model)
+            outcomes.extend(clean)
+            for piece in threat_pieces(spec, model, data, clean[0]):
+                outcomes.extend(run(piece, model))
+    except BaseException:
+        bar.close()  # end the bar's line before the error is shown
+        raise
+    return outcomes
+
+
+def in_phase(bar: Any, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` as one step of the progress bar, its postfix naming the phase."""
+    bar.set_postfix_str(name)
+    try:
+        out = fn(*args)
+    except BaseException:
+        bar.close()  # end the bar's line before the error is shown
+        raise
+    bar.update(1)
+    return out
+
+
+#: Progress steps after the threats: group metrics, reliability re-attacks, record.
+FINISH_STEPS = 3
 
 
 def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
@@ -194,18 +275,13 @@ def run_benchmark(
         checks = pre_checks(spec, data, models)
         checks += flags_before_threats(spec, data, models)
 
-        outcomes: list[Outcome] = []
-        with tqdm(total=len(models) * count_steps(spec), desc="rtb", unit="step",
-                  disable=not progress, dynamic_ncols=True) as bar:
-            for model in models:
-                bar.set_postfix_str(f"{model.key} clean")
-                clean = clean_outcome(model, data, spec.batch_size)
-                outcomes.append(clean)
-                bar.update(1)
-                outcomes.extend(threat_outcomes(spec, model, data, clean, bar))
-
-        measurements = derived_measurements(spec, data, models, outcomes)
-        checks += flags_after_threats(spec, data, models, outcomes)
+        bar = tqdm(total=len(models) * count_steps(spec) + FINISH_STEPS + bool(spec.store),
+                   desc="rtb", unit="step", disable=not progress, dynamic_ncols=True)
+        outcomes = run_pieces(spec, models, data, out_dir, key, bar)
+        measurements = in_phase(bar, "group metrics", derived_measurements, spec, data, models,
+                                outcomes)
+        checks += in_phase(bar, "reliability re-attacks", flags_after_threats, spec, data, models,
+                           outcomes)
         run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         for row in measurements:
             row.run = run_id
@@ -232,11 +308,13 @@ def run_benchmark(
             checks=checks,
             extra=dict(extra or {}),
         )
-        write_record(out_dir, record, outcomes)
+        in_phase(bar, "record", write_record, out_dir, record, outcomes)
         if spec.store:  # the run's files are written first: the store can be rebuilt from them
             from benchmark.store import save_run_dir
 
-            save_run_dir(spec.store.path, out_dir)
+            in_phase(bar, "store", save_run_dir, spec.store.path, out_dir)
+        bar.close()
+        clear_pieces(out_dir)  # the record and outcomes now hold everything the pieces held
     except BaseException as exc:  # the job's claim, if this process holds one, failed
         if spec.store:
             from benchmark.store import fail_claim

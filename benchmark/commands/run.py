@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from benchmark.commands.errors import error
 from benchmark.core.errors import UserError
@@ -33,6 +34,46 @@ def split_trust_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, paths
 
 
+RESUME_FLAG = "--resume"
+
+
+def _saved_overrides(run_dir: Path) -> list[str]:
+    """The Hydra and task overrides a run was started with, from ``.hydra/hydra.yaml``."""
+    import yaml
+
+    saved = run_dir / ".hydra" / "hydra.yaml"
+    try:
+        hydra = yaml.safe_load(saved.read_text())["hydra"]["overrides"]
+        overrides = [*hydra.get("hydra", []), *hydra.get("task", [])]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"Expected a run directory started by rtb run to resume, but cannot "
+                        f"read the overrides in {str(saved)!r}: {exc!r}.") from None
+    if not all(isinstance(o, str) for o in overrides):
+        raise UserError(f"Expected {str(saved)!r} to hold a list of overrides, but got "
+                        f"{overrides!r}.")
+    return overrides
+
+
+def resume_args(args: Sequence[str]) -> list[str]:
+    """``args`` with ``--resume DIR`` replaced by the overrides the run in
+    ``DIR`` was started with, plus ``hydra.run.dir=DIR``: the run starts
+    again in its own directory and reuses its finished pieces. Overrides
+    after the flag are kept (if they change the config, nothing is reused)."""
+    args = list(args)
+    if RESUME_FLAG not in args:
+        return args
+    i = args.index(RESUME_FLAG)
+    if i + 1 >= len(args):
+        raise UserError(f"Expected a run directory after {RESUME_FLAG}, but got nothing.")
+    run_dir = Path(args[i + 1]).expanduser().resolve()
+    # A run directory is a file like any other: what only the command line may
+    # decide (allow_targets, Hydra callbacks and logging) is not taken from it.
+    dropped = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.mode=", "allow_targets=",
+               "hydra.callbacks", "hydra.job_logging", "hydra.hydra_logging")
+    kept = [o for o in _saved_overrides(run_dir) if not o.lstrip("+~").startswith(dropped)]
+    return [*args[:i], *kept, f"hydra.run.dir={run_dir}", *args[i + 2:]]
+
+
 def run_main(args: Sequence[str]) -> int:
     """``rtb run``: validate every job's config, then hand over to Hydra."""
     from benchmark.compose import compose_spec, expand_for_validation
@@ -41,6 +82,7 @@ def run_main(args: Sequence[str]) -> int:
 
     try:
         args, trusted = split_trust_flags(args)
+        args = resume_args(args)
         args = normalize_overrides(args)
         if trusted:
             from benchmark.models import trust_checkpoints
