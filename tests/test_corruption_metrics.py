@@ -236,7 +236,7 @@ def test_cli_run_reports_corruptions_mce_and_faults(tiny_files: tuple[Path, Path
             "attack.fgsm.eps=[0.1]", "store=null"]
     res = run_cli("run", *args)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "contrast 5" in res.stdout and "nan_values" in res.stdout
+    assert "contrast severity=5" in res.stdout and "nan_values" in res.stdout
     record, outcomes = _record(tmp_path)
     ms = record["measurements"]
     acc = {(m["version"], m["threat"], m["param"]) for m in ms
