@@ -281,7 +281,7 @@ def sweep_records(ref: str, store: str | None = None) -> tuple[str, list[dict[st
     if not store_path.exists():
         raise StoreError(f"Unknown sweep {ref!r}: it is not a directory, and there is no results "
                          f"store at {str(store_path)!r} to look it up in.")
-    with open_store(store_path, create=False) as s:
+    with open_store(store_path, readonly=True) as s:
         run_ids = [str(r) for r in s.runs(sweep_id=ref)["run_id"]]
         if not run_ids:
             raise StoreError(f"Unknown sweep {ref!r}: no run in {str(store_path)!r} belongs to it.")

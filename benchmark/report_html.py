@@ -87,7 +87,7 @@ def runs_for_versions(versions: Sequence[str], store: str | None = None) -> list
             f"Expected a results store at {str(store_path)!r} to find versions "
             f"{', '.join(versions)} in (or give run directories), but there is none."
         )
-    with open_store(store_path, create=False) as s:
+    with open_store(store_path, readonly=True) as s:
         per_version: dict[str, list[str]] = {}
         for v in versions:
             name, sep, version = v.partition("@")

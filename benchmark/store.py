@@ -498,17 +498,13 @@ class Store:
     """One SQLite results store. Use as a context manager or call ``close``.
 
     ``readonly`` opens the file with ``mode=ro``: nothing is migrated, created
-    or switched, and an older schema is read as far as its tables go. A
-    ``create=False`` open of a read-only store file or directory is read-only."""
+    or switched, and an older schema is read as far as its tables go."""
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
                  timeout: float = DEFAULT_TIMEOUT_S, readonly: bool = False) -> None:
         self.path = Path(path)
         self.timeout = timeout
         kind = store_kind(self.path)
-        if kind == "rtb" and not create and not readonly and not (
-                _has_write_bits(self.path) and _has_write_bits(self.path.parent)):
-            readonly = True  # a reader (``create=False``) of a read-only store
         self.readonly = readonly
         if kind == "absent":
             if not create or readonly:
