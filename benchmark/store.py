@@ -295,6 +295,8 @@ def store_kind(path: str | os.PathLike[str]) -> str:
         )
     if version >= 1 and "runs" in tables:
         return "rtb"
+    if version == 0 and "runs" in tables and tables <= set(TABLES):
+        return "rtb"  # another writer is creating this store: its schema lands with the version
     if version == 0 and not tables:
         return "new"
     shown = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
