@@ -45,7 +45,7 @@ class DataContext:
     y: torch.Tensor | None
     classes: list[str]
     name: str = "data"
-    input_shape: tuple[int, int, int] | None = None
+    input_shape: tuple[int, ...] | None = None
     input_range: tuple[float, float] = (0.0, 1.0)
     train_x: torch.Tensor | None = None
     reference_mean: tuple[float, ...] | None = None

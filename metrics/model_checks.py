@@ -38,7 +38,7 @@ class ModelContext:
 
 
 def make_probe(x: torch.Tensor, size: int, input_range: tuple[float, float] = (0.0, 1.0),
-               input_shape: tuple[int, int, int] | None = None, seed: int = 0) -> torch.Tensor:
+               input_shape: tuple[int, ...] | None = None, seed: int = 0) -> torch.Tensor:
     """Up to ``size`` finite samples of ``x`` spread over the set, clipped to the
     input range; seeded uniform noise of ``input_shape`` when ``x`` has too few
     usable samples or the wrong shape (model checks judge the model, not the data)."""

@@ -15,9 +15,9 @@ from typing import Any
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 
-def max_budget(norm: float, input_shape: tuple[int, int, int]) -> float:
+def max_budget(norm: float, input_shape: tuple[int, ...]) -> float:
     """The largest meaningful perturbation size in [0,1]^d under ``norm``."""
-    d = input_shape[0] * input_shape[1] * input_shape[2]
+    d = math.prod(input_shape)
     if math.isinf(norm):
         return 1.0
     return float(d) ** (1.0 / norm)

@@ -15,6 +15,8 @@ import pandas as pd
 if TYPE_CHECKING:  # torch only for annotations: the store, compare and gate run without it
     import torch
 
+    from benchmark.core.tabular import TabularSchema
+
 THREAT_FAMILIES: tuple[str, ...] = ("clean", "attack", "corruption", "fault")
 #: What a threat's one number is called, by family (``pgd_linf eps=0.3``).
 PARAM_LABEL: dict[str, str] = {"attack": "eps", "corruption": "severity", "fault": "param"}
@@ -53,9 +55,12 @@ def threat_label(family: str, threat: str, param: float | None) -> str:
 class EvalSet:
     """The samples every model version is evaluated on.
 
-    ``x`` is float32 NCHW in [0, 1], ``y`` int64 class indices, ``groups`` one
-    column per sensitive feature aligned with the samples. Two runs are
-    comparable only when their ``fingerprint`` (sha256 over x and y) matches.
+    Images: ``x`` is float32 NCHW in [0, 1]. Feature tables: ``x`` is a
+    float32 (N, F) matrix of raw feature values in ``schema`` column order
+    (see ``benchmark.core.tabular``), and ``frame`` the raw table it was
+    encoded from. ``y`` holds int64 class indices, ``groups`` one column per
+    sensitive feature aligned with the samples. Two runs are comparable only
+    when their ``fingerprint`` (sha256 over x and y, and the schema) matches.
     """
 
     name: str
@@ -66,10 +71,18 @@ class EvalSet:
     fingerprint: str = ""
     train_x: torch.Tensor | None = None
     train_y: torch.Tensor | None = None
+    schema: TabularSchema | None = None
+    frame: pd.DataFrame | None = None
+    train_frame: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
             self.fingerprint = fingerprint(self.x, self.y)
+            if self.schema is not None:
+                import hashlib
+
+                self.fingerprint = hashlib.sha256(
+                    (self.fingerprint + self.schema.digest()).encode()).hexdigest()
         if len(self.groups) == 0 and len(self.groups.columns) == 0:
             self.groups = pd.DataFrame(index=pd.RangeIndex(len(self.y)))
 
@@ -81,9 +94,14 @@ class EvalSet:
         return len(self.classes)
 
     @property
-    def sample_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.x.shape[1:]
-        return int(c), int(h), int(w)
+    def modality(self) -> str:
+        """``image`` or ``tabular``."""
+        return "tabular" if self.schema is not None else "image"
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` for images, ``(F,)`` for a feature table."""
+        return tuple(int(d) for d in self.x.shape[1:])
 
 
 def fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -112,7 +130,7 @@ class ModelUnderTest:
     module: torch.nn.Module
     sha256: str
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     device: torch.device
 
     @property

@@ -47,7 +47,7 @@ def _partial(where: str, d: dict[str, Any]) -> None:
         raise F.fail(f"{where}._partial_", "true (the runner supplies the estimator)", v)
 
 
-def _budgets(where: str, raw: Any, norm: float, input_shape: tuple[int, int, int] | None
+def _budgets(where: str, raw: Any, norm: float, input_shape: tuple[int, ...] | None
              ) -> tuple[float, ...]:
     """The sorted, distinct budgets, each within the input range under ``norm``."""
     if raw is None:
@@ -87,7 +87,7 @@ def _nested_attacks(where: str, d: dict[str, Any]) -> None:
             d[key] = nested
 
 
-def parse_attack(name: str, d: Any, input_shape: tuple[int, int, int] | None) -> AttackSpec:
+def parse_attack(name: str, d: Any, input_shape: tuple[int, ...] | None) -> AttackSpec:
     """Validate ``attack.<name>`` (a single attack or an ensemble); budgets
     are checked against ``input_shape`` when all versions share one."""
     where = f"attack.{name}"
@@ -130,7 +130,7 @@ def parse_attack(name: str, d: Any, input_shape: tuple[int, int, int] | None) ->
     )
 
 
-def parse_ensemble(name: str, d: Mapping[str, Any], input_shape: tuple[int, int, int] | None
+def parse_ensemble(name: str, d: Mapping[str, Any], input_shape: tuple[int, ...] | None
                    ) -> AttackSpec:
     """An ensemble: several attacks at the same budgets; its own eps and
     norm replace the members'."""
