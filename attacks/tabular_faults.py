@@ -179,7 +179,9 @@ def _rows(frame: pd.DataFrame, rng: np.random.Generator, fraction: float) -> np.
 
 
 def _numbers(s: pd.Series) -> np.ndarray:
-    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    """A writable float64 copy of a column's numbers (NaN where not a number)."""
+    return np.array(pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64,
+                                                                na_value=np.nan), copy=True)
 
 
 def _touched(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
@@ -339,7 +341,11 @@ def float_truncated(frame: pd.DataFrame, schema: TabularSchema, rng: np.random.G
 @register_tabular_fault("null_as_zero", eligible=_numeric)
 def null_as_zero(frame: pd.DataFrame, schema: TabularSchema, rng: np.random.Generator,
                  fraction: float = 0.2, column: str | None = None) -> pd.DataFrame:
-    """Missing values imputed as 0 (the feature's nulls, or a fraction of rows that went missing upstream)."""
+    """Missing values imputed as 0 (its nulls, or a fraction of rows lost upstream).
+
+    The column's missing values are filled with 0; where it has none, a
+    ``fraction`` of its rows stand for values that went missing upstream.
+    """
     f = _fraction("fraction", fraction)
     if column is None:
         cols = get_tabular_fault("null_as_zero").columns(schema, frame)

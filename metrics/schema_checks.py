@@ -63,7 +63,9 @@ class SchemaCheckConfig:
     the batch to be tested for a spike; ``range_margin`` the share of a
     column's width a value may lie outside its range before one such value
     fails (an inferred range is only what the reference happened to hold),
-    and ``max_out_of_range`` the share of rows just outside it that fails;
+    and ``max_out_of_range`` the share of rows just outside it that fails
+    (with at least ``min_count`` of them: a new sample from the reference's
+    distribution lands outside its seen range with chance 2 / (n + 1));
     ``min_correlation_change`` the smallest change of a correlation that
     fails; ``leakage_warn`` / ``leakage_fail`` the balanced accuracy of one
     feature alone predicting the label; ``min_class_share`` the smallest
@@ -74,8 +76,8 @@ class SchemaCheckConfig:
     small_sample: int = 1000
     min_rise: float = 0.02
     min_count: int = 5
-    range_margin: float = 0.1
-    max_out_of_range: float = 0.01
+    range_margin: float = 0.25
+    max_out_of_range: float = 0.02
     min_correlation_change: float = 0.05
     leakage_warn: float = 0.9
     leakage_fail: float = 0.98
@@ -201,16 +203,18 @@ def infer_schema(reference: pd.DataFrame, target: str | None = None,
 def run_schema_checks(reference: pd.DataFrame, batch: pd.DataFrame,
                       schema: TabularSchema | None = None, y_ref: Any = None,
                       y_batch: Any = None, *, cfg: SchemaCheckConfig | None = None,
-                      skip: Iterable[str] = ()) -> list[CheckResult]:
+                      skip: Iterable[str] = (), target: str | None = None
+                      ) -> list[CheckResult]:
     """Every schema check of ``batch`` against ``reference`` (raw frames), one
     result each, in registration order; ``skip`` names checks not to run.
-    Without a ``schema`` it is inferred from ``reference``."""
+    Without a ``schema`` it is inferred from ``reference`` (``target``, if
+    given, is its label column rather than a feature)."""
     for what, f in (("reference", reference), ("batch", batch)):
         if not isinstance(f, pd.DataFrame):
             raise ValueError(f"Expected `{what}` to be a pandas DataFrame, but got "
                              f"{type(f).__name__}.")
     if schema is None:
-        schema = infer_schema(reference)
+        schema = infer_schema(reference, target)
     elif not isinstance(schema, TabularSchema):
         raise ValueError(f"Expected `schema` to be a TabularSchema or None, but got "
                          f"{type(schema).__name__}.")
@@ -333,7 +337,8 @@ def check_dtype(ctx: TabularContext) -> CheckResult:
 def check_range(ctx: TabularContext) -> CheckResult:
     """Numbers within each column's range: fails on a value beyond the range
     by more than ``range_margin`` of its width, or on more than
-    ``max_out_of_range`` of the rows outside it; warns on fewer."""
+    ``max_out_of_range`` of the rows (and at least ``min_count``) outside it;
+    warns on fewer."""
     fails: dict[str, str] = {}
     warns: dict[str, str] = {}
     per: dict[str, Any] = {}
@@ -361,7 +366,8 @@ def check_range(ctx: TabularContext) -> CheckResult:
             continue
         text = (f"{int(out.sum())} values ({share:.1%}) outside [{lo:g}, {hi:g}], seen "
                 f"[{np.nanmin(v):.4g}, {np.nanmax(v):.4g}]")
-        (fails if far.any() or share > ctx.cfg.max_out_of_range else warns)[c.name] = text
+        many = int(out.sum()) >= ctx.cfg.min_count and share > ctx.cfg.max_out_of_range
+        (fails if far.any() or many else warns)[c.name] = text
     msgs = fails or warns
     if msgs:
         return _result("range", _status(list(fails), list(warns)),
@@ -523,28 +529,39 @@ def check_duplicates(ctx: TabularContext) -> CheckResult:
     return _result("duplicates", "pass", text, failed=[], **ev)
 
 
-def _correlations(x: np.ndarray) -> np.ndarray:
+def _correlations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pearson correlations of the columns (missing values at the column
-    mean); NaN for a constant column."""
+    mean; NaN for a constant column) and each one's asymptotic variance
+    times n, from the fourth moments (the delta method; it is (1 - r^2)^2
+    for normal data, but binary and skewed columns differ)."""
     x = np.array(x, dtype=np.float64, copy=True)
     missing = np.isnan(x)
     if missing.any():
         with np.errstate(all="ignore"):
             mean = np.nan_to_num(np.nanmean(x, axis=0))
         x = np.where(missing, mean[None, :], x)
+    n = max(1, len(x))
     x -= x.mean(0, keepdims=True)
-    sd = np.sqrt((x ** 2).sum(0))
+    sd = np.sqrt((x ** 2).mean(0))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = x / np.where(sd > 0, sd, np.nan)
-        return np.clip(z.T @ z, -1.0, 1.0)
+        r = np.clip(z.T @ z / n, -1.0, 1.0)
+        z2, z3 = z ** 2, z ** 3
+        m22 = z2.T @ z2 / n
+        m31 = z3.T @ z / n
+        m40 = (z2 ** 2).mean(0)
+        var = (m22 + r ** 2 / 4 * (m40[:, None] + m40[None, :] + 2 * m22)
+               - r * (m31 + m31.T))
+    return r, np.maximum(var, 1e-12)
 
 
 @register_schema_check("correlation_shift")
 def check_correlation_shift(ctx: TabularContext) -> CheckResult:
-    """No pairwise correlation (label included) changed: Fisher's z test at a
-    Bonferroni level and a change of at least ``min_correlation_change``
-    (catches a misaligned join, swapped columns or a reordered vocabulary,
-    which can keep every column's own distribution)."""
+    """No pairwise correlation (label included) changed: a two-sample z test
+    with each correlation's moment-based standard error at a Bonferroni level,
+    and a change of at least ``min_correlation_change`` (catches a misaligned
+    join, swapped columns or a reordered vocabulary, which can keep every
+    column's own distribution)."""
     from scipy.special import ndtr
 
     names = [c.name for c in ctx.columns]
@@ -557,16 +574,16 @@ def check_correlation_shift(ctx: TabularContext) -> CheckResult:
     if len(names) < 2 or min(n1, n2) < 10:
         return _result("correlation_shift", "pass", "too few columns or rows to compare.",
                        failed=[], pairs=[])
-    c1, c2 = _correlations(xr), _correlations(xn)
+    (c1, v1), (c2, v2) = _correlations(xr), _correlations(xn)
     iu = np.triu_indices(len(names), k=1)
     r1, r2 = c1[iu], c2[iu]
-    ok = np.isfinite(r1) & np.isfinite(r2)
-    z1 = np.arctanh(np.clip(np.nan_to_num(r1), -0.999999, 0.999999))
-    z2 = np.arctanh(np.clip(np.nan_to_num(r2), -0.999999, 0.999999))
-    se = math.sqrt(1 / (n1 - 3) + 1 / (n2 - 3))
-    p = 2 * (1 - ndtr(np.where(ok, np.abs(z1 - z2) / se, 0.0)))
+    ok = np.isfinite(r1) & np.isfinite(r2) & np.isfinite(v1[iu]) & np.isfinite(v2[iu])
+    se = np.sqrt(np.nan_to_num(v1[iu]) / n1 + np.nan_to_num(v2[iu]) / n2)
+    ok &= se > 0
+    diff = np.abs(np.nan_to_num(r1 - r2))
+    p = 2 * (1 - ndtr(np.where(ok, diff / np.where(ok, se, 1.0), 0.0)))
     level = ctx.level(int(ok.sum()))
-    failed = ok & (p < level) & (np.abs(r1 - r2) >= ctx.cfg.min_correlation_change)
+    failed = ok & (p < level) & (diff >= ctx.cfg.min_correlation_change)
     pairs: list[dict[str, Any]] = []
     for k in np.flatnonzero(failed):
         pairs.append({"pair": [names[int(iu[0][k])], names[int(iu[1][k])]],
