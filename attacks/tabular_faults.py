@@ -190,10 +190,12 @@ def _touched(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
 
 
 def _set(frame: pd.DataFrame, column: str, mask: np.ndarray, value: Any) -> None:
-    """Set ``frame[column]`` to ``value`` on ``mask`` rows (upcasting to object when
-    a numeric column gets text, as a CSV reader would)."""
+    """Set ``frame[column]`` to ``value`` on ``mask`` rows (as object when a
+    numeric column gets text, as a CSV reader would, or a pandas categorical
+    gets a value outside its categories)."""
     s = frame[column]
-    if isinstance(value, str) and pd.api.types.is_numeric_dtype(s):
+    if isinstance(s.dtype, pd.CategoricalDtype) or (isinstance(value, str)
+                                                    and pd.api.types.is_numeric_dtype(s)):
         s = s.astype(object)
     s = s.copy()
     s[mask] = value

@@ -133,30 +133,35 @@ class TabularContext:
                   for y, f, what in ((y_ref, reference, "y_ref"), (y_batch, batch, "y_batch"))]
         known = [lab for lab in labels if lab is not None]
         if known:
-            ctx.classes = sorted(set(schema.classes) | {v for lab in known for v in lab})
-            code = {v: i for i, v in enumerate(ctx.classes)}
-            ctx.y_ref, ctx.y_new = (None if lab is None else
-                                    np.array([code[v] for v in lab], dtype=np.int64)
-                                    for lab in labels)
+            ctx.classes = sorted(set(schema.classes) | {t for _, texts in known for t in texts})
+            index = {t: i for i, t in enumerate(ctx.classes)}
+            ctx.y_ref, ctx.y_new = (
+                None if lab is None else
+                np.array([index[t] for t in lab[1]], dtype=np.int64)[lab[0]]
+                for lab in labels)
         return ctx
 
     def level(self, n_tests: int) -> float:
         return self.cfg.alpha / max(1, n_tests)
 
 
-def _labels(y: Any, frame: pd.DataFrame, target: str, what: str) -> list[str] | None:
+def _labels(y: Any, frame: pd.DataFrame, target: str, what: str
+            ) -> tuple[np.ndarray, list[str]] | None:
+    """Labels as (codes, the text of each code), from ``y`` or the frame's
+    target column; None when neither is there."""
     if y is None:
         if target not in frame.columns:
             return None
         y = frame[target]
-    values = list(np.asarray(y, dtype=object).reshape(-1))
+    values = pd.Series(np.asarray(y, dtype=object).reshape(-1))
     if len(values) != len(frame):
         raise ValueError(f"Expected `{what}` to have one label per row ({len(frame)}), but got "
                          f"{len(values)}.")
-    missing = sum(bool(pd.isna(v)) for v in values)
-    if missing:
-        raise ValueError(f"Expected `{what}` to have no missing labels, but got {missing}.")
-    return category_text(values)
+    codes, uniques = pd.factorize(values)
+    if (codes < 0).any():
+        raise ValueError(f"Expected `{what}` to have no missing labels, but got "
+                         f"{int((codes < 0).sum())}.")
+    return np.asarray(codes, dtype=np.int64), category_text(list(uniques))
 
 
 CheckFn = Callable[[TabularContext], CheckResult]

@@ -381,3 +381,11 @@ def test_output_drift_of_each_model_version(synthetic: tuple) -> None:
     assert drift["predicted_class[m@v2]"].drifted and drift["logits[m@v2]"].drifted
     assert not drift["predicted_class[m@v1]"].drifted
     assert drift["income"].level == pytest.approx(0.05 / (len(schema.columns) + 4))
+
+
+def test_pandas_categoricals_and_a_missing_category(synthetic: tuple) -> None:
+    ref, batch, schema = synthetic
+    cat = batch.astype({"city": "category", "smoker": "category"})
+    assert all(r.status == "pass" for r in run_schema_checks(ref, cat, schema))
+    broken = apply_tabular_fault("missing_sentinel", cat, schema, 0, {"column": "city"})
+    assert "categories" in failed(ref, broken, schema)

@@ -56,9 +56,12 @@ def test_registry_names_descriptions_and_errors() -> None:
     assert get_tabular_fault("unit_change").params == {"factor": 12.0, "column": None}
 
 
+@pytest.mark.parametrize("dtypes", ["plain", "category"])
 @pytest.mark.parametrize("name", FAULTS)
-def test_contract(name: str) -> None:
+def test_contract(name: str, dtypes: str) -> None:
     frame = people()
+    if dtypes == "category":  # pandas categoricals, as a parquet file may hold them
+        frame = frame.astype({"city": "category", "smoker": "category"})
     frame.index = frame.index * 3 + 7  # a non-default index must survive
     schema = schema_of(frame)
     before = frame.copy(deep=True)
