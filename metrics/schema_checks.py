@@ -129,7 +129,7 @@ class TabularContext:
         sub = TabularSchema(columns=tuple(cols), target=schema.target, classes=schema.classes)
         ctx = cls(reference, batch, schema, cfg, cols, sub.encode(reference).astype(np.float64),
                   sub.encode(batch).astype(np.float64))
-        labels = [_labels(y, f, schema.target, what)
+        labels = [_labels(y, f, schema.target, what, schema.classes)
                   for y, f, what in ((y_ref, reference, "y_ref"), (y_batch, batch, "y_batch"))]
         known = [lab for lab in labels if lab is not None]
         if known:
@@ -145,10 +145,11 @@ class TabularContext:
         return self.cfg.alpha / max(1, n_tests)
 
 
-def _labels(y: Any, frame: pd.DataFrame, target: str, what: str
-            ) -> tuple[np.ndarray, list[str]] | None:
+def _labels(y: Any, frame: pd.DataFrame, target: str, what: str,
+            classes: Sequence[str] = ()) -> tuple[np.ndarray, list[str]] | None:
     """Labels as (codes, the text of each code), from ``y`` or the frame's
-    target column; None when neither is there."""
+    target column; None when neither is there. Integer labels that are not
+    class names are read as indices into ``classes`` (an EvalSet's ``y``)."""
     if y is None:
         if target not in frame.columns:
             return None
@@ -161,7 +162,12 @@ def _labels(y: Any, frame: pd.DataFrame, target: str, what: str
     if (codes < 0).any():
         raise ValueError(f"Expected `{what}` to have no missing labels, but got "
                          f"{int((codes < 0).sum())}.")
-    return np.asarray(codes, dtype=np.int64), category_text(list(uniques))
+    texts = category_text(list(uniques))
+    if classes and not set(texts) <= set(classes) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+            and 0 <= int(v) < len(classes) for v in uniques):
+        texts = [classes[int(v)] for v in uniques]  # class codes, as an EvalSet's y holds them
+    return np.asarray(codes, dtype=np.int64), texts
 
 
 CheckFn = Callable[[TabularContext], CheckResult]

@@ -261,6 +261,13 @@ def test_label_leakage_and_class_balance(synthetic: tuple) -> None:
     res = by_name(run_schema_checks(ref, batch, schema, y_ref=ref["credit"].to_numpy(),
                                     y_batch=list(batch["credit"])))["class_balance"]
     assert res.status == "pass"
+    # or as class indices (an EvalSet's y, a tensor), read against the schema's classes
+    codes = [torch.from_numpy((f["credit"] == "good").to_numpy().astype(np.int64))
+             for f in (ref, batch)]
+    res = by_name(run_schema_checks(ref.drop(columns="credit"), batch.drop(columns="credit"),
+                                    schema, y_ref=codes[0], y_batch=codes[1]))
+    assert res["class_balance"].status == "pass"
+    assert res["class_balance"].evidence["classes"] == ["bad", "good"]
 
 
 def test_schema_inferred_from_the_reference(synthetic: tuple) -> None:
