@@ -14,13 +14,15 @@ in a share (missing values, one value, duplicate rows, whole numbers) fails
 when a one-sided two-proportion z-test is significant at a
 Bonferroni-corrected level *and* the rise exceeds ``min_rise`` (large samples
 make any difference significant). ``correlation_shift`` compares every
-pairwise correlation (label included) with Fisher's z: it catches faults that
-keep each column's own distribution, such as a misaligned join. Per-feature
-drift (KS / chi-squared, then Wasserstein / Jensen-Shannon) is
+pairwise correlation (label included), each with its moment-based standard
+error: it catches faults that keep each column's own distribution, such as a
+misaligned join (though not on a column independent of every other column
+and of the label: shifting it leaves the joint distribution as it was).
+Per-feature drift (KS / chi-squared, then Wasserstein / Jensen-Shannon) is
 ``tabular_drift`` (from ``metrics.drift``, re-exported here).
 
-Pure numpy, pandas and scipy: fast enough for production windows (10 000
-rows x 10 columns in well under a second, ``scripts/bench_schema_checks.py``).
+Array work only, no model: fast enough for production windows (10 000 rows
+x 10 columns in well under a second, ``scripts/bench_schema_checks.py``).
 """
 
 from __future__ import annotations
