@@ -131,10 +131,12 @@ class TabularSchema:
                 out[:, j] = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64,
                                                                           na_value=np.nan)
             else:
+                # map each distinct value once, not each row
                 lookup = {v: float(i) for i, v in enumerate(c.categories)}
-                vals = col.astype("object").where(col.notna(), None)
-                out[:, j] = np.array([lookup.get(_category_text(v), np.nan) if v is not None
-                                      else np.nan for v in vals], dtype=np.float32)
+                codes, uniques = pd.factorize(col, use_na_sentinel=True)
+                per_unique = np.array([lookup.get(_category_text(v), np.nan) for v in uniques]
+                                      + [np.nan], dtype=np.float32)
+                out[:, j] = per_unique[codes]
         return out
 
     def decode(self, x: np.ndarray) -> pd.DataFrame:
