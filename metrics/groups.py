@@ -525,3 +525,27 @@ def group_measurements(spec: GroupsSpec, data: EvalSet, outcomes: Sequence[Outco
                               binary=binary, seed=seed)
     return rows
 
+
+
+#: Outcome columns a group column must not take the name of.
+RESERVED_OUTCOME_COLUMNS: tuple[str, ...] = (
+    "model", "version", "family", "threat", "param", "sample", "pred", "correct", "label",
+)
+
+
+def outcome_group_column(feature: str, taken: Sequence[str] = RESERVED_OUTCOME_COLUMNS) -> str:
+    """The outcome column of a group feature: its name, or ``group:NAME`` where
+    the name is already an outcome column."""
+    return f"group:{feature}" if feature in taken else feature
+
+
+def sample_frame(y: np.ndarray, columns: dict[str, pd.Series],
+                 extras: Sequence[str] = ()) -> pd.DataFrame:
+    """What the outcomes carry per sample besides the threat's results: the
+    true ``label`` (class index) and one text column per group feature
+    (``outcome_group_column``), in sample order."""
+    taken = (*RESERVED_OUTCOME_COLUMNS, *extras)
+    frame = pd.DataFrame({"label": np.asarray(y, dtype=np.int64)})
+    for name, col in columns.items():
+        frame[outcome_group_column(name, taken)] = np.asarray(col, dtype=object)
+    return frame

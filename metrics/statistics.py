@@ -25,6 +25,7 @@ __all__ = [
     "adjust_p_values",
     "mcnemar_exact",
     "paired_bootstrap",
+    "paired_bootstrap_mean",
     "paired_mcnemar",
     "wilson_interval",
 ]
@@ -131,6 +132,41 @@ def paired_bootstrap(stat: Statistic, a: np.ndarray, b: np.ndarray, *, n_boot: i
     diffs = diffs[np.isfinite(diffs)]
     if diffs.size == 0:
         return BootstrapResult(observed, math.nan, math.nan, math.nan, n_boot, confidence)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    k = diffs.size
+    p = min(1.0, 2.0 * min((1 + np.sum(diffs <= 0)) / (k + 1), (1 + np.sum(diffs >= 0)) / (k + 1)))
+    return BootstrapResult(observed, float(lo), float(hi), float(p), n_boot, confidence)
+
+
+def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000,
+                          confidence: float = 0.95, seed: int = 0,
+                          chunk: int = 4_000_000) -> BootstrapResult:
+    """``paired_bootstrap(np.mean, a, b, ...)`` for 1-D ``a`` and ``b``, with the
+    same resampled indices (one generator, drawn in the same order) but the
+    means taken for many resamples at once: the same result, much faster."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or len(a) != len(b):
+        raise ValueError(
+            f"Expected `a` and `b` to be paired 1-D arrays, but got shapes {a.shape} and {b.shape}."
+        )
+    if len(a) == 0:
+        raise ValueError("Expected at least one paired sample, but got 0.")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"Expected `n_boot` to be a positive integer, but got {n_boot!r}.")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"Expected `confidence` in (0, 1), but got {confidence!r}.")
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    observed = float(np.mean(b) - np.mean(a))
+    per = max(1, chunk // n)
+    parts = []
+    for start in range(0, n_boot, per):
+        idx = rng.integers(0, n, (min(per, n_boot - start), n))
+        parts.append(b[idx].mean(axis=1) - a[idx].mean(axis=1))
+    diffs = np.concatenate(parts)
+    diffs = diffs[np.isfinite(diffs)]
     alpha = 1.0 - confidence
     lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     k = diffs.size
