@@ -121,6 +121,13 @@ def derived_measurements(
     return measurements
 
 
+def _measure(spec: RunSpec, data: EvalSet, models: list[ModelUnderTest],
+             outcomes: list[Outcome]) -> tuple[list[Measurement], BiasInputs]:
+    """The run's measurements, and the group columns the outcomes are written with."""
+    inputs = bias_inputs(spec.groups, data)
+    return derived_measurements(spec, data, models, outcomes, inputs), inputs
+
+
 @dataclass(frozen=True)
 class Piece:
     """One unit of a run that is checkpointed as it finishes: a version's
@@ -280,9 +287,8 @@ def run_benchmark(
         bar = tqdm(total=len(models) * count_steps(spec) + FINISH_STEPS + bool(spec.store),
                    desc="rtb", unit="step", disable=not progress, dynamic_ncols=True)
         outcomes = run_pieces(spec, models, data, out_dir, key, bar)
-        inputs = bias_inputs(spec.groups, data)
-        measurements = in_phase(bar, "group metrics", derived_measurements, spec, data, models,
-                                outcomes, inputs)
+        measurements, inputs = in_phase(bar, "group metrics", _measure, spec, data, models,
+                                        outcomes)
         checks += in_phase(bar, "reliability re-attacks", flags_after_threats, spec, data, models,
                            outcomes)
         run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"

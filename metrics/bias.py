@@ -39,7 +39,7 @@ def bias_inputs(spec: GroupsSpec | None, data: EvalSet) -> BiasInputs:
     if spec is None:
         return BiasInputs({}, {})
     needed = {f.property for f in spec.features if f.kind == "property"}
-    if spec.slices.enabled:
+    if spec.slices.enabled and data.modality == "image":  # tables slice on their features
         needed |= set(spec.slices.properties or list_properties())
     props = compute_properties(data.x, sorted(p for p in needed if p)) if needed else {}
     return BiasInputs(props, sensitive_features(spec, data, props))

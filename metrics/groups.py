@@ -28,6 +28,7 @@ from benchmark.core.registry import Registry
 from benchmark.core.specs import FeatureSpec, GroupsSpec
 from benchmark.core.types import EvalSet, Measurement, Outcome
 from metrics.properties import compute_properties
+from metrics.statistics import wilson_intervals
 
 log = logging.getLogger(__name__)
 
@@ -255,21 +256,6 @@ RATE_DEFINITIONS: dict[str, str] = {
 }
 
 
-def _wilson(k: np.ndarray, n: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of ``k`` successes out of ``n`` (elementwise; NaN where n = 0)."""
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + confidence / 2))
-    k = np.asarray(k, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
-
-
 def _count_matrix(y: np.ndarray, preds: np.ndarray, binary: bool) -> np.ndarray:
     """Per-sample count columns: ``n, pos, neg`` then ``correct, pred_pos, tp, fp`` per
     outcome (the binary ones only for a binary task); shape (n, 3 + O * k)."""
@@ -312,16 +298,16 @@ def _summaries(acc: np.ndarray, overall: np.ndarray) -> dict[str, np.ndarray]:
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanmin(acc, axis=-2), np.nanmax(acc, axis=-2)
         o = overall[..., None, :]
-        to_overall = np.where(acc < o, acc / o, o / acc)
+        to_overall = acc / o  # as MetricFrame.ratio(to_overall): 0/0 is NaN
+        to_overall = np.where(to_overall > 1, o / acc, to_overall)
         return {
             "accuracy_overall": overall,
             "accuracy_worst_group": lo,
             "accuracy_best_group": hi,
             "accuracy_difference_between_groups": hi - lo,
             "accuracy_difference_to_overall": np.nanmax(np.abs(acc - o), axis=-2),
-            "accuracy_ratio_between_groups": np.where(hi > 0, lo / np.where(hi > 0, hi, 1),
-                                                      np.where(lo == 0, 1.0, np.nan)),
-            "accuracy_ratio_to_overall": np.nanmin(np.where(acc == o, 1.0, to_overall), axis=-2),
+            "accuracy_ratio_between_groups": lo / hi,
+            "accuracy_ratio_to_overall": np.nanmin(to_overall, axis=-2),
         }
 
 
@@ -330,7 +316,7 @@ def _between(rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanmin(rate, axis=-2), np.nanmax(rate, axis=-2)
-        return hi - lo, np.where(hi > 0, lo / np.where(hi > 0, hi, 1), 1.0)
+        return hi - lo, lo / hi  # as fairlearn: 0/0 is NaN
 
 
 def _fairness(c: _GroupCounts) -> dict[str, np.ndarray]:
@@ -468,7 +454,7 @@ def group_metrics(outcomes: Sequence[Outcome], y_true: np.ndarray | Sequence[Any
     per_group = {m: (by_group.rate(a, b), *np.broadcast_arrays(by_group.count(a),
                                                               by_group.count(b)))
                  for m, (a, b) in rates.items()}
-    wilson = {m: _wilson(k, d, confidence) for m, (_, k, d) in per_group.items()}
+    wilson = {m: wilson_intervals(k, d, confidence) for m, (_, k, d) in per_group.items()}
     n_keep = int(keep.sum())
     for j, o in enumerate(outcomes):
         for i, g in enumerate(groups):

@@ -28,7 +28,26 @@ __all__ = [
     "paired_bootstrap_mean",
     "paired_mcnemar",
     "wilson_interval",
+    "wilson_intervals",
 ]
+
+
+def wilson_intervals(successes: np.ndarray | Sequence[int], n: np.ndarray | Sequence[int],
+                     confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """``wilson_interval`` elementwise over arrays of counts (NaN where n = 0)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"Expected `confidence` in (0, 1), but got {confidence}.")
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    k = np.asarray(successes, dtype=np.float64)
+    m = np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / m
+        denom = 1 + z * z / m
+        centre = (p + z * z / (2 * m)) / denom
+        half = z * np.sqrt(p * (1 - p) / m + z * z / (4 * m * m)) / denom
+    return np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
 
 
 def mcnemar_exact(b: int, c: int) -> float:
