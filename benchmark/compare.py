@@ -266,29 +266,27 @@ def _key(r: Any) -> MetricKey:
 
 def _param_key(p: Any) -> float:
     """A threat's param as a dictionary key (NaN / None: -inf)."""
-    return -math.inf if p is None or pd.isna(p) else round(float(p), 9)
+    return -math.inf if p is None or pd.isna(p) else float(np.round(float(p), 9))
 
 
 class _Samples:
     """The per-sample outcomes of one version under one threat, in sample
     order, as numpy arrays (text views of group columns built once)."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
-        frame = frame.sort_values("sample", kind="stable")
-        self.frame = frame
-        self.sample = frame["sample"].to_numpy()
-        self._arrays: dict[str, np.ndarray] = {}
-        self._text: dict[str, np.ndarray] = {}
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        order = np.argsort(arrays["sample"], kind="stable")
+        self._arrays = {k: v[order] for k, v in arrays.items()}
+        self.sample = self._arrays["sample"]
+        self._text: dict[str, np.ndarray] = {}  # group column -> codes of its text
+        self._codes: dict[str, dict[str, int]] = {}
 
     def __len__(self) -> int:
         return len(self.sample)
 
     def has(self, column: str) -> bool:
-        return column in self.frame.columns
+        return column in self._arrays
 
     def array(self, column: str) -> np.ndarray:
-        if column not in self._arrays:
-            self._arrays[column] = self.frame[column].to_numpy()
         return self._arrays[column]
 
     def group_mask(self, feature: str, value: str) -> np.ndarray | None:
@@ -299,13 +297,37 @@ class _Samples:
             return None
         if col not in self._text:
             values = self.array(col)
-            if pd.api.types.is_numeric_dtype(self.frame[col]):
+            if values.dtype.kind in "fiub":
                 try:
                     return np.isclose(values.astype(float), float(value))
                 except (TypeError, ValueError):
                     pass
-            self._text[col] = np.asarray(pd.Series(values).astype(str))
-        return self._text[col] == value
+            codes, uniques = pd.factorize(np.array([str(v) for v in values], dtype=object))
+            self._text[col] = codes
+            self._codes[col] = {str(u): i for i, u in enumerate(uniques)}
+        code = self._codes[col].get(value)
+        return self._text[col] == (-2 if code is None else code)
+
+
+def _split_threats(frame: pd.DataFrame) -> dict[tuple[str, str, float], _Samples]:
+    """One ``_Samples`` per (family, threat, param) of an outcomes frame."""
+    if not len(frame):
+        return {}
+    arrays = {str(c): frame[c].to_numpy() for c in frame.columns}
+    for c, v in arrays.items():
+        if v.dtype.kind not in "fiub":
+            arrays[c] = np.asarray(v, dtype=object)
+    raw = np.asarray(arrays["param"], dtype=np.float64)
+    params = np.where(np.isnan(raw), -math.inf, np.round(raw, 9))
+    keys = pd.MultiIndex.from_arrays([arrays["family"], arrays["threat"], params])
+    codes, uniques = pd.factorize(keys)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    out: dict[tuple[str, str, float], _Samples] = {}
+    for j, (fam, thr, p) in enumerate(uniques):
+        idx = order[bounds[j]:bounds[j + 1]]
+        out[(str(fam), str(thr), float(p))] = _Samples({k: v[idx] for k, v in arrays.items()})
+    return out
 
 
 class _Data:
@@ -329,13 +351,7 @@ class _Data:
         k = (run_id, side.key)
         if k not in self._threats:
             frame = self.store.outcomes(run_id, model=side.model, version=side.version)
-            index: dict[tuple[str, str, float], _Samples] = {}
-            if len(frame):
-                pk = [_param_key(p) for p in frame["param"]]
-                for (fam, thr, p), g in frame.assign(_pk=pk).groupby(
-                        ["family", "threat", "_pk"], sort=False):
-                    index[(str(fam), str(thr), float(p))] = _Samples(g)
-            self._threats[k] = index
+            self._threats[k] = _split_threats(frame)
         return self._threats[k].get((key[0], key[1], _param_key(key[2])))
 
     def fingerprint(self, run_id: str) -> str:

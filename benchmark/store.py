@@ -987,17 +987,16 @@ def expand_extras(df: pd.DataFrame) -> pd.DataFrame:
     """Turn the JSON ``extras`` column of outcome rows into float columns."""
     if "extras" not in df.columns:
         return df
-    parsed = [json.loads(e) if isinstance(e, str) else {} for e in df["extras"]]
+    # one JSON document for all rows: much faster than one json.loads per row
+    parsed = json.loads("[" + ",".join(e if isinstance(e, str) else "{}"
+                                       for e in df["extras"]) + "]")
     out = df.drop(columns=["extras"])
     out["correct"] = out["correct"].astype(bool)
     out["param"] = out["param"].astype(float)
-    keys: list[str] = []
-    for d in parsed:
-        for k in d:
-            if k not in keys:
-                keys.append(k)
-    for k in keys:
-        out[k] = [float(d.get(k, math.nan)) for d in parsed]
+    if parsed and any(parsed):
+        wide = pd.DataFrame.from_records(parsed, index=out.index).astype(float)
+        for k in wide.columns:
+            out[k] = wide[k]
     return out
 
 

@@ -161,9 +161,16 @@ def paired_bootstrap(stat: Statistic, a: np.ndarray, b: np.ndarray, *, n_boot: i
 def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000,
                           confidence: float = 0.95, seed: int = 0,
                           chunk: int = 4_000_000) -> BootstrapResult:
-    """``paired_bootstrap(np.mean, a, b, ...)`` for 1-D ``a`` and ``b``, with the
-    same resampled indices (one generator, drawn in the same order) but the
-    means taken for many resamples at once: the same result, much faster."""
+    """Paired bootstrap of ``mean(b) - mean(a)`` for 1-D ``a`` and ``b``, as
+    ``paired_bootstrap(np.mean, ...)`` computes it, much faster.
+
+    For 0/1 data (correctness, indicators) a resample's difference is
+    (#pairs +1 - #pairs -1) / n, and those counts follow a multinomial over
+    the three kinds of pair: they are drawn directly (``n_boot`` draws instead
+    of ``n_boot * n`` indices), the same bootstrap distribution as resampling
+    indices, so the interval agrees with ``paired_bootstrap`` up to Monte
+    Carlo error. Other data resample indices, many resamples at a time, with
+    exactly ``paired_bootstrap``'s draws."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.ndim != 1 or len(a) != len(b):
@@ -179,12 +186,18 @@ def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000,
     rng = np.random.default_rng(seed)
     n = len(a)
     observed = float(np.mean(b) - np.mean(a))
-    per = max(1, chunk // n)
-    parts = []
-    for start in range(0, n_boot, per):
-        idx = rng.integers(0, n, (min(per, n_boot - start), n))
-        parts.append(b[idx].mean(axis=1) - a[idx].mean(axis=1))
-    diffs = np.concatenate(parts)
+    d = b - a
+    if np.all(np.isin(a, (0.0, 1.0))) and np.all(np.isin(b, (0.0, 1.0))):
+        counts = np.array([np.sum(d > 0), np.sum(d < 0), np.sum(d == 0)], dtype=np.float64)
+        draws = rng.multinomial(n, counts / n, size=n_boot)
+        diffs = (draws[:, 0] - draws[:, 1]) / n
+    else:
+        per = max(1, chunk // n)
+        parts = []
+        for start in range(0, n_boot, per):
+            idx = rng.integers(0, n, (min(per, n_boot - start), n))
+            parts.append(b[idx].mean(axis=1) - a[idx].mean(axis=1))
+        diffs = np.concatenate(parts)
     diffs = diffs[np.isfinite(diffs)]
     alpha = 1.0 - confidence
     lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
