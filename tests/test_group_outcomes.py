@@ -303,7 +303,7 @@ def test_run_writes_label_and_group_columns_and_groups_match_metricframe(
     res = run_cli("run", *tiny_overrides(ckpt, npz, classes=2, versions=("v1", "v2")),
                   "groups=none", "+groups.features.site.kind=metadata",
                   "+groups.features.site.column=site", "+groups.features.class.kind=label",
-                  "groups.min_size=5", "groups.n_boot=0", "reliability.enabled=false",
+                  "+groups.min_size=5", "+groups.n_boot=0", "reliability.enabled=false",
                   "validation=report_only", "attack.fgsm.eps=[0.1]")
     assert res.returncode == 0, res.stderr[-2000:]
     run_dir = next(tmp_path.glob("outputs/*/*"))
