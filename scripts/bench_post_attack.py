@@ -122,7 +122,7 @@ def main() -> int:
 
         t, (n_rows, n_lines) = best_of(ns.repeat, in_process)
         results.append(("compare, in process (after start-up)", t,
-                        f"{n_rows} compared rows, {n_lines} lines of full text"))
+                        f"{n_rows} compared rows, {n_lines} lines of default console text"))
 
         def command() -> int:
             res = subprocess.run([sys.executable, "-m", "benchmark.cli", "compare",
