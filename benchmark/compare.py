@@ -25,7 +25,13 @@ from benchmark.console import format_table
 from benchmark.core.errors import StoreError
 from benchmark.core.types import THREAT_FAMILIES, threat_label
 from benchmark.store import Store
-from metrics.statistics import ADJUSTMENTS, adjust_p_values, paired_bootstrap, paired_mcnemar
+from metrics.statistics import (
+    ADJUSTMENTS,
+    adjust_p_values,
+    paired_bootstrap,
+    paired_bootstrap_mean,
+    paired_mcnemar,
+)
 
 MetricKey = tuple[str, str, float | None, str, str, str]  # family, threat, param, feature, value, metric
 
@@ -117,6 +123,12 @@ class Row:
     discordant: tuple[int, int] | None = None
     runs: tuple[str, str] = ("", "")
     note: str = ""
+    group_baseline: str = ""  # the group a worst/best-group metric names, per version
+    group_candidate: str = ""
+    n_runs: int = 1  # paired runs (seeds) the values are the mean over
+    sd_baseline: float = math.nan  # sd over those runs
+    sd_candidate: float = math.nan
+    sd_difference: float = math.nan
 
     @property
     def label(self) -> str:
@@ -124,7 +136,13 @@ class Row:
 
     @property
     def group(self) -> str:
-        return f"{self.group_feature}={self.group_value}" if self.group_feature else ""
+        if not self.group_feature:
+            return ""
+        if names_group(self.metric):
+            if self.group_baseline == self.group_candidate:
+                return f"{self.group_feature}={self.group_baseline}"
+            return f"{self.group_feature}={self.group_baseline} -> {self.group_candidate}"
+        return f"{self.group_feature}={self.group_value}"
 
 
 @dataclass
@@ -142,6 +160,7 @@ class Comparison:
     alpha: float
     adjust: str
     data: dict[str, Any] = field(default_factory=dict)
+    tests: int = 0  # p-values adjusted together (before any row filter)
 
     def as_dict(self) -> dict[str, Any]:
         def clean(v: Any) -> Any:
@@ -158,6 +177,7 @@ class Comparison:
             "candidates": [asdict(c) for c in self.candidates],
             "alpha": self.alpha,
             "adjust": self.adjust,
+            "tests": self.tests,
             "data": self.data,
             "rows": [{**asdict(r), "label": r.label} for r in self.rows],
             "excluded": [asdict(e) for e in self.excluded],
@@ -231,9 +251,83 @@ def select_sides(store: Store, refs: Sequence[str], *, runs: Sequence[str] | Non
 
 # ----------------------------------------------------------------------------- comparison
 
+def names_group(metric: str) -> bool:
+    """Whether ``metric`` is a summary that names a group in ``group_value``
+    (the worst or best group): such rows are keyed by the metric alone, with
+    the group named in a column, so that the versions pair up."""
+    return metric.endswith(("_worst_group", "_best_group"))
+
+
 def _key(r: Any) -> MetricKey:
     param = None if pd.isna(r.param) else float(r.param)
-    return (r.family, r.threat, param, r.group_feature, r.group_value, r.metric)
+    value = "" if names_group(r.metric) else r.group_value
+    return (r.family, r.threat, param, r.group_feature, value, r.metric)
+
+
+def _param_key(p: Any) -> float:
+    """A threat's param as a dictionary key (NaN / None: -inf)."""
+    return -math.inf if p is None or pd.isna(p) else float(np.round(float(p), 9))
+
+
+class _Samples:
+    """The per-sample outcomes of one version under one threat, in sample
+    order, as numpy arrays (text views of group columns built once)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        order = np.argsort(arrays["sample"], kind="stable")
+        self._arrays = {k: v[order] for k, v in arrays.items()}
+        self.sample = self._arrays["sample"]
+        self._text: dict[str, np.ndarray] = {}  # group column -> codes of its text
+        self._codes: dict[str, dict[str, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+    def has(self, column: str) -> bool:
+        return column in self._arrays
+
+    def array(self, column: str) -> np.ndarray:
+        return self._arrays[column]
+
+    def group_mask(self, feature: str, value: str) -> np.ndarray | None:
+        """Samples whose group ``feature`` has ``value`` (None: no such column)."""
+        col = next((c for c in (feature, f"group_{feature}", f"group:{feature}")
+                    if self.has(c)), None)
+        if col is None:
+            return None
+        if col not in self._text:
+            values = self.array(col)
+            if values.dtype.kind in "fiub":
+                try:
+                    return np.isclose(values.astype(float), float(value))
+                except (TypeError, ValueError):
+                    pass
+            codes, uniques = pd.factorize(np.array([str(v) for v in values], dtype=object))
+            self._text[col] = codes
+            self._codes[col] = {str(u): i for i, u in enumerate(uniques)}
+        code = self._codes[col].get(value)
+        return self._text[col] == (-2 if code is None else code)
+
+
+def _split_threats(frame: pd.DataFrame) -> dict[tuple[str, str, float], _Samples]:
+    """One ``_Samples`` per (family, threat, param) of an outcomes frame."""
+    if not len(frame):
+        return {}
+    arrays = {str(c): frame[c].to_numpy() for c in frame.columns}
+    for c, v in arrays.items():
+        if v.dtype.kind not in "fiub":
+            arrays[c] = np.asarray(v, dtype=object)
+    raw = np.asarray(arrays["param"], dtype=np.float64)
+    params = np.where(np.isnan(raw), -math.inf, np.round(raw, 9))
+    keys = pd.MultiIndex.from_arrays([arrays["family"], arrays["threat"], params])
+    codes, uniques = pd.factorize(keys)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    out: dict[tuple[str, str, float], _Samples] = {}
+    for j, (fam, thr, p) in enumerate(uniques):
+        idx = order[bounds[j]:bounds[j + 1]]
+        out[(str(fam), str(thr), float(p))] = _Samples({k: v[idx] for k, v in arrays.items()})
+    return out
 
 
 class _Data:
@@ -248,36 +342,24 @@ class _Data:
         for r in m.itertuples():
             side = f"{r.model}@{r.version}"
             self.values.setdefault((side, str(r.run_id)), {})[_key(r)] = {
-                "value": r.value, "n": r.n}
-        self._outcomes: dict[tuple[str, str, str], pd.DataFrame] = {}
+                "value": r.value, "n": r.n,
+                "group": str(r.group_value) if names_group(r.metric) else ""}
+        self._threats: dict[tuple[str, str], dict[tuple[str, str, float], _Samples]] = {}
 
-    def outcomes(self, run_id: str, side: Side) -> pd.DataFrame:
-        k = (run_id, side.model, side.version)
-        if k not in self._outcomes:
-            self._outcomes[k] = self.store.outcomes(run_id, model=side.model, version=side.version)
-        return self._outcomes[k]
+    def samples(self, run_id: str, side: Side, key: MetricKey) -> _Samples | None:
+        """The per-sample outcomes of ``side`` in ``run_id`` under the threat of ``key``."""
+        k = (run_id, side.key)
+        if k not in self._threats:
+            frame = self.store.outcomes(run_id, model=side.model, version=side.version)
+            self._threats[k] = _split_threats(frame)
+        return self._threats[k].get((key[0], key[1], _param_key(key[2])))
 
     def fingerprint(self, run_id: str) -> str:
         return str((self.records[run_id].get("data") or {}).get("fingerprint", ""))
 
-
-def _series(frame: pd.DataFrame, key: MetricKey) -> pd.DataFrame | None:
-    family, threat, param, feature, value, _ = key
-    sel = (frame["family"] == family) & (frame["threat"] == threat)
-    sel &= frame["param"].isna() if param is None else np.isclose(frame["param"], param)
-    rows = frame[sel]
-    if feature:
-        col = next((c for c in (feature, f"group_{feature}", f"group:{feature}")
-                    if c in rows.columns), None)
-        if col is None:
-            return None
-        col_values = rows[col]
-        try:
-            mask = np.isclose(col_values.astype(float), float(value))
-        except (TypeError, ValueError):
-            mask = col_values.astype(str) == value
-        rows = rows[mask]
-    return rows.sort_values("sample") if len(rows) else None
+    def seed(self, run_id: str) -> Any:
+        return self.records[run_id].get("seed", (self.records[run_id].get("config") or {})
+                                        .get("seed"))
 
 
 def _pair_reason(data: _Data, ra: str, rb: str, family: str, threat: str) -> str | None:
@@ -299,41 +381,156 @@ def _pair_reason(data: _Data, ra: str, rb: str, family: str, threat: str) -> str
     return None
 
 
-def _test(row: Row, a: pd.DataFrame | None, b: pd.DataFrame | None, n_boot: int,
-          seed: int) -> None:
-    """Fill in the paired test of one row from the per-sample outcomes."""
-    if a is None or b is None:
-        row.note = "no per-sample outcomes for this row"
-        return
-    merged = a.merge(b, on="sample", suffixes=("_a", "_b"))
-    if len(merged) != len(a) or len(merged) != len(b):
-        row.note = "per-sample outcomes do not pair up"
-        return
-    metric = row.metric
+#: Per-sample definitions of binary-task group rates: metric -> (the 0/1
+#: indicator from ``pred``, the samples it is a rate over from ``label``);
+#: both versions are read on the same samples, so McNemar applies.
+RATE_INDICATORS: dict[str, tuple[Callable[[np.ndarray], np.ndarray],
+                                 Callable[[np.ndarray], np.ndarray] | None]] = {
+    "selection_rate": (lambda pred: pred == 1, None),
+    "true_positive_rate": (lambda pred: pred == 1, lambda label: label == 1),
+    "false_positive_rate": (lambda pred: pred == 1, lambda label: label != 1),
+    "false_negative_rate": (lambda pred: pred != 1, lambda label: label == 1),
+}
+
+
+def _indicators(metric: str, a: _Samples, b: _Samples, ia: np.ndarray,
+                ib: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The paired 0/1 per-sample values of an accuracy-type metric at the
+    positions ``ia`` of ``a`` and ``ib`` of ``b`` (None: no per-sample form)."""
     if metric in ACCURACY_METRICS:
         read = ACCURACY_METRICS[metric]
-        ca = read(merged["correct_a"].to_numpy(bool))
-        cb = read(merged["correct_b"].to_numpy(bool))
-        res = paired_mcnemar(ca, cb)
-        row.test, row.p_value, row.discordant = "mcnemar", res.p_value, (res.b, res.c)
-        boot = paired_bootstrap(np.mean, ca.astype(float), cb.astype(float), n_boot=n_boot,
-                                seed=seed)
-        row.ci_low, row.ci_high = boot.ci_low, boot.ci_high
+        return (read(a.array("correct")[ia].astype(bool)),
+                read(b.array("correct")[ib].astype(bool)))
+    if metric.endswith(("_worst_group", "_best_group")) and metric.startswith("accuracy"):
+        return a.array("correct")[ia].astype(bool), b.array("correct")[ib].astype(bool)
+    if metric in RATE_INDICATORS and a.has("label") and b.has("label"):
+        ind, over = RATE_INDICATORS[metric]
+        ya, yb = a.array("pred")[ia], b.array("pred")[ib]
+        if over is not None:
+            keep = over(np.asarray(a.array("label")[ia], dtype=float))
+            return ind(ya[keep]), ind(yb[keep])
+        return ind(ya), ind(yb)
+    return None
+
+
+def _positions(row: Row, a: _Samples, b: _Samples) -> tuple[np.ndarray, np.ndarray] | str:
+    """Positions of the paired samples of ``row`` in ``a`` and ``b`` (its group's
+    samples for a group row), or why there are none."""
+    if len(a.sample) == len(b.sample) and np.array_equal(a.sample, b.sample):
+        ia = ib = np.arange(len(a.sample))
+    else:
+        common, ia, ib = np.intersect1d(a.sample, b.sample, return_indices=True)
+        if len(common) != len(a.sample) or len(common) != len(b.sample):
+            return "per-sample outcomes do not pair up"
+    if row.group_feature:
+        value = row.group_value
+        if not value and not names_group(row.metric):
+            return "a summary over the groups; values only"
+        if names_group(row.metric):
+            if row.group_baseline != row.group_candidate:
+                return (f"different groups ({row.group_baseline} vs {row.group_candidate}); "
+                        "values only")
+            value = row.group_baseline
+        ma, mb = a.group_mask(row.group_feature, value), b.group_mask(row.group_feature, value)
+        if ma is None or mb is None:
+            return "no group column in the per-sample outcomes"
+        keep = ma[ia] & mb[ib]
+        if not keep.any():
+            return "no per-sample outcomes for this group"
+        ia, ib = ia[keep], ib[keep]
+    return ia, ib
+
+
+def _paired(row: Row, a: _Samples | None,
+            b: _Samples | None) -> tuple[str, np.ndarray, np.ndarray] | str:
+    """The paired per-sample values of ``row`` in one pair of runs, with the
+    test they get (``mcnemar`` or ``bootstrap``), or why there are none."""
+    if a is None or b is None:
+        return "no per-sample outcomes for this row"
+    pos = _positions(row, a, b)
+    if isinstance(pos, str):
+        return pos
+    ia, ib = pos
+    paired = _indicators(row.metric, a, b, ia, ib)
+    if paired is not None:
+        if not len(paired[0]):
+            return "no samples the rate is over"
+        return "mcnemar", paired[0], paired[1]
+    agg, _, column = row.metric.partition("_")
+    if agg in AGGREGATES and a.has(column) and b.has(column):
+        return "bootstrap", a.array(column)[ia].astype(float), b.array(column)[ib].astype(float)
+    return "no per-sample definition; values only"
+
+
+def _test(row: Row, pairs: Sequence[tuple[str, np.ndarray, np.ndarray] | str], n_boot: int,
+          seed: int) -> None:
+    """Fill in the paired test of one row from its pairs of per-sample values
+    (one pair per paired run; several runs are pooled: McNemar's discordant
+    counts add up over independent seeds)."""
+    notes = [p for p in pairs if isinstance(p, str)]
+    if notes:
+        row.note = notes[0]
         return
-    agg, _, column = metric.partition("_")
-    if agg in AGGREGATES and f"{column}_a" in merged.columns:
-        va = merged[f"{column}_a"].to_numpy(float)
-        vb = merged[f"{column}_b"].to_numpy(float)
+    got = [p for p in pairs if not isinstance(p, str)]
+    kinds = {p[0] for p in got}
+    if len(kinds) != 1:
+        row.note = "no per-sample definition; values only"
+        return
+    kind = kinds.pop()
+    va = np.concatenate([p[1] for p in got])
+    vb = np.concatenate([p[2] for p in got])
+    if kind == "mcnemar":
+        res = paired_mcnemar(va, vb)
+        row.test, row.p_value, row.discordant = "mcnemar", res.p_value, (res.b, res.c)
+        boot = paired_bootstrap_mean(va.astype(float), vb.astype(float), n_boot=n_boot,
+                                     seed=seed)
+    else:
+        agg = row.metric.partition("_")[0]
         boot = paired_bootstrap(AGGREGATES[agg], va, vb, n_boot=n_boot, seed=seed)
         row.test, row.p_value = "bootstrap", boot.p_value
-        row.ci_low, row.ci_high = boot.ci_low, boot.ci_high
-        return
-    row.note = "no per-sample definition; values only"
+    row.ci_low, row.ci_high = boot.ci_low, boot.ci_high
+
+
+def _choose_pairs(data: _Data, key: MetricKey, runs_a: Sequence[str], runs_b: Sequence[str],
+                  every: bool) -> tuple[list[tuple[str, str]], str | None]:
+    """The run pairs ``key`` is compared on: the same run first, then the newest
+    comparable pair; with ``every`` (a sweep) one pair per baseline run, by
+    the same run or else the same seed, each candidate run used once."""
+    reason: str | None = None
+    if not every:
+        pairs = [(ra, rb) for ra in runs_a for rb in runs_b]
+        pairs.sort(key=lambda p: p[0] != p[1])  # same run first, then newest
+        for ra, rb in pairs:
+            why = _pair_reason(data, ra, rb, key[0], key[1])
+            if why is None:
+                return [(ra, rb)], None
+            reason = reason or why
+        return [], reason
+    chosen: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for ra in runs_a:
+        options = [rb for rb in runs_b if rb not in used]
+        options.sort(key=lambda rb: (rb != ra, data.seed(rb) != data.seed(ra)))
+        for rb in options:
+            if rb != ra and data.seed(rb) != data.seed(ra) and len(runs_a) > 1:
+                reason = reason or "no run with the same seed"
+                break
+            why = _pair_reason(data, ra, rb, key[0], key[1])
+            if why is None:
+                chosen.append((ra, rb))
+                used.add(rb)
+                break
+            reason = reason or why
+    return chosen, reason
 
 
 def compare(store: Store, sides: Sequence[Side], *, alpha: float = 0.05, adjust: str = "holm",
-            n_boot: int = 1000, seed: int = 0) -> Comparison:
-    """Compare every candidate (sides[1:]) with the baseline (sides[0])."""
+            n_boot: int = 1000, seed: int = 0, every_run: bool = False) -> Comparison:
+    """Compare every candidate (sides[1:]) with the baseline (sides[0]).
+
+    ``every_run`` (a sweep): each metric is compared on every pair of runs
+    (one per seed) and reported as the mean over them, with the sd; the paired
+    test pools the pairs."""
     if not 0 < alpha < 1:
         raise StoreError(f"Expected `alpha` in (0, 1), but got {alpha!r}.")
     if adjust not in ADJUSTMENTS:
@@ -353,28 +550,31 @@ def compare(store: Store, sides: Sequence[Side], *, alpha: float = 0.05, adjust:
                 continue
             runs_a = [r for r in base.runs if k in data.values.get((base.key, r), {})]
             runs_b = [r for r in cand.runs if k in data.values.get((cand.key, r), {})]
-            pairs = [(ra, rb) for ra in runs_a for rb in runs_b]
-            pairs.sort(key=lambda p: p[0] != p[1])  # same run first, then newest
-            chosen, reason = None, None
-            for ra, rb in pairs:
-                why = _pair_reason(data, ra, rb, k[0], k[1])
-                if why is None:
-                    chosen = (ra, rb)
-                    break
-                reason = reason or why
-            if chosen is None:
+            chosen, reason = _choose_pairs(data, k, runs_a, runs_b, every_run)
+            if not chosen:
                 excluded.append(Exclusion(what, reason or "not comparable"))
                 continue
-            ra, rb = chosen
-            va = data.values[(base.key, ra)][k]
-            vb = data.values[(cand.key, rb)][k]
+            va = [data.values[(base.key, ra)][k] for ra, _ in chosen]
+            vb = [data.values[(cand.key, rb)][k] for _, rb in chosen]
+            xa = np.array([_f(v["value"]) for v in va])
+            xb = np.array([_f(v["value"]) for v in vb])
             row = Row(family=k[0], threat=k[1], param=k[2], group_feature=k[3], group_value=k[4],
                       metric=k[5], baseline=base.key, candidate=cand.key,
-                      value_baseline=_f(va["value"]), value_candidate=_f(vb["value"]),
-                      difference=_f(vb["value"]) - _f(va["value"]),
-                      n=None if pd.isna(vb["n"]) else int(vb["n"]), runs=(ra, rb))
-            _test(row, _series(data.outcomes(ra, base), k), _series(data.outcomes(rb, cand), k),
-                  n_boot, seed)
+                      value_baseline=float(np.mean(xa)), value_candidate=float(np.mean(xb)),
+                      difference=float(np.mean(xb - xa)),
+                      n=None if pd.isna(vb[0]["n"]) else int(vb[0]["n"]), runs=chosen[0],
+                      group_baseline=va[0]["group"], group_candidate=vb[0]["group"],
+                      n_runs=len(chosen))
+            if len(chosen) > 1:
+                row.sd_baseline, row.sd_candidate = float(np.std(xa, ddof=1)), float(
+                    np.std(xb, ddof=1))
+                row.sd_difference = float(np.std(xb - xa, ddof=1))
+                groups = {(v["group"], w["group"]) for v, w in zip(va, vb, strict=True)}
+                if len(groups) > 1:  # worst group differs between seeds: no one group to test
+                    row.group_baseline = row.group_candidate = "varies"
+            pairs = [_paired(row, data.samples(ra, base, k), data.samples(rb, cand, k))
+                     for ra, rb in chosen]
+            _test(row, pairs, n_boot, seed)
             rows.append(row)
     adjusted = adjust_p_values([r.p_value for r in rows], adjust)
     for r, p in zip(rows, adjusted, strict=True):
@@ -387,7 +587,8 @@ def compare(store: Store, sides: Sequence[Side], *, alpha: float = 0.05, adjust:
     if first:
         d = data.records[first].get("data") or {}
         info = {"name": d.get("name"), "n": d.get("n"), "fingerprint": d.get("fingerprint")}
-    return Comparison(base, candidates, rows, excluded, alpha, adjust, info)
+    return Comparison(base, candidates, rows, excluded, alpha, adjust, info,
+                      tests=sum(math.isfinite(r.p_value) for r in rows))
 
 
 def _f(v: Any) -> float:
@@ -422,17 +623,25 @@ def _marker(r: Row) -> str:
     return "* better" if r.improved else ("* worse" if r.improved is False else "*")
 
 
-def _table_rows(c: Comparison, cand: Side, groups: bool) -> tuple[list[str], list[list[str]]]:
+def _value(v: float, sd: float) -> str:
+    return _num(v) if not math.isfinite(sd) else f"{_num(v)} +- {sd:.3f}"
+
+
+def _table_rows(c: Comparison, cand: Side, groups: bool,
+                rows_in: Sequence[Row] | None = None) -> tuple[list[str], list[list[str]]]:
     headers = ["threat", *(["group"] if groups else []), "metric", c.baseline.key, cand.key,
-               "diff", "95% CI of diff", "test", "p", f"p ({c.adjust})", ""]
+               "diff", "95% CI of diff", "test", "p", f"p ({c.adjust})", "change"]
     rows = []
-    for r in c.rows:
+    for r in (c.rows if rows_in is None else rows_in):
         if r.candidate != cand.key or bool(r.group_feature) != groups:
             continue
         ci = "-" if not math.isfinite(r.ci_low) else f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
-        rows.append([r.label, *([r.group] if groups else []), r.metric, _num(r.value_baseline),
-                     _num(r.value_candidate),
-                     "-" if not math.isfinite(r.difference) else f"{r.difference:+.3f}",
+        diff = "-" if not math.isfinite(r.difference) else f"{r.difference:+.3f}"
+        if math.isfinite(r.sd_difference):
+            diff += f" +- {r.sd_difference:.3f}"
+        rows.append([r.label, *([r.group] if groups else []), r.metric,
+                     _value(r.value_baseline, r.sd_baseline),
+                     _value(r.value_candidate, r.sd_candidate), diff,
                      ci, r.test if r.test != "none" else "-", _p(r.p_value), _p(r.p_adjusted),
                      _marker(r)])
     return headers, rows
@@ -448,28 +657,100 @@ def _excluded_summary(c: Comparison, limit: int = 20) -> list[str]:
 def _header(c: Comparison) -> str:
     d = c.data
     runs = sorted({r for row in c.rows for r in row.runs})
+    seeds = max((r.n_runs for r in c.rows), default=1)
+    over = f"; mean +- sd over {seeds} paired runs" if seeds > 1 else ""
+    shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
     return (f"baseline {c.baseline.key} vs {', '.join(s.key for s in c.candidates)} on "
             f"{d.get('name')} (n={d.get('n')}, fingerprint {str(d.get('fingerprint'))[:12]}); "
-            f"run(s) {', '.join(runs) or '-'}")
+            f"run(s) {shown or '-'}{over}")
 
 
 def _footer(c: Comparison) -> str:
     return (f"* significant at alpha={c.alpha:g} after {c.adjust} adjustment over "
-            f"{sum(math.isfinite(r.p_value) for r in c.rows)} tests; accuracy-type metrics: "
-            "McNemar's exact test on the discordant samples, CI from a paired bootstrap")
+            f"{c.tests} tests (overall and group rows); "
+            "accuracy-type metrics and group rates: McNemar's exact test on the discordant "
+            "samples, CI from a paired bootstrap")
 
 
-def format_text(c: Comparison) -> str:
+def filter_rows(c: Comparison, *, metrics: Sequence[str] = (),
+                threats: Sequence[str] = ()) -> Comparison:
+    """``c`` with only the rows (and left-out entries) of the given metrics and
+    threats (a threat matches by name or by its label, e.g. ``fgsm eps=0.1``)."""
+    def keep(metric: str, threat: str, label: str) -> bool:
+        return ((not metrics or metric in metrics)
+                and (not threats or threat in threats or label in threats))
+
+    rows = [r for r in c.rows if keep(r.metric, r.threat, r.label)]
+    excluded = [e for e in c.excluded
+                if (not metrics or any(f" {m}" in e.what for m in metrics))
+                and (not threats or any(e.what.startswith(t) for t in threats))]
+    return Comparison(c.baseline, c.candidates, rows, excluded, c.alpha, c.adjust, c.data,
+                      tests=c.tests)
+
+
+def _largest(rows: Sequence[Row]) -> Row:
+    return max(rows, key=lambda r: abs(r.difference) if math.isfinite(r.difference) else -1.0)
+
+
+def _significant_groups(c: Comparison, cand: Side) -> tuple[list[str], list[list[str]], int]:
+    """One line per threat with significant group changes: how many got better
+    and worse, and the largest of them; plus the number of group rows tested."""
+    group_rows = [r for r in c.rows if r.candidate == cand.key and r.group_feature]
+    tested = sum(math.isfinite(r.p_value) for r in group_rows)
+    by_threat: dict[str, list[Row]] = {}
+    for r in group_rows:
+        if r.significant:
+            by_threat.setdefault(r.label, []).append(r)
+    lines = []
+    for label, rs in by_threat.items():
+        top = _largest(rs)
+        lines.append([label, str(sum(r.improved is True for r in rs)),
+                      str(sum(r.improved is False for r in rs)),
+                      f"{top.group} {top.metric} {top.value_baseline:.3f} -> "
+                      f"{top.value_candidate:.3f} ({top.difference:+.3f})"])
+    return ["threat", "better", "worse", "largest change"], lines, tested
+
+
+def format_text(c: Comparison, full: bool = False) -> str:
+    """The console comparison. By default: the overall rows that have a test
+    or changed significantly, one line per threat summing up the significant
+    group changes, and counts of what else there is. ``full``: every row."""
     out = [_header(c)]
     for cand in c.candidates:
-        for groups in (False, True):
-            headers, rows = _table_rows(c, cand, groups)
-            if rows:
-                out += ["", "groups" if groups else "metrics",
-                        format_table(headers, rows, align="l" * (3 if groups else 2) + "rrrllrrl")]
+        if full:
+            for groups in (False, True):
+                headers, rows = _table_rows(c, cand, groups)
+                if rows:
+                    out += ["", "groups" if groups else "metrics",
+                            format_table(headers, rows,
+                                         align="l" * (3 if groups else 2) + "rrrllrrl")]
+            continue
+        shown = [r for r in c.rows if r.candidate == cand.key and not r.group_feature
+                 and (r.test != "none" or r.significant)]
+        headers, rows = _table_rows(c, cand, False, shown)
+        if rows:
+            out += ["", f"overall: {cand.key} against {c.baseline.key}",
+                    format_table(headers, rows, align="llrrrllrrl")]
+        headers, rows, tested = _significant_groups(c, cand)
+        title = (f"significant group changes ({sum(int(r[1]) + int(r[2]) for r in rows)} of "
+                 f"{tested} tested group rows)")
+        if rows:
+            out += ["", title, format_table(headers, rows, align="lrrl")]
+        elif tested:
+            out += ["", f"no significant group change ({tested} tested group rows)"]
     out += ["", _footer(c)]
-    if c.excluded:
+    if full and c.excluded:
         out += ["", f"left out ({len(c.excluded)}):", *("  " + x for x in _excluded_summary(c))]
+    if not full:
+        n_overall = sum(1 for r in c.rows if not r.group_feature and (r.test != "none"
+                                                                        or r.significant))
+        more = [f"{len(c.rows) - n_overall} more compared row(s) (each group, worst/best group, "
+                "untested metrics)"]
+        if c.excluded:
+            more.append(f"{len(c.excluded)} left out (measured for one version only, or not "
+                        "comparable)")
+        if more:
+            out.append("; ".join(more) + ": --all lists them, --metric/--threat select")
     return "\n".join(out)
 
 

@@ -161,8 +161,12 @@ class RunRecord:
         }
 
 
-def outcomes_frame(outcomes: list[Outcome]) -> pd.DataFrame:
-    """Per-sample outcomes in long form: one row per (model, threat, sample)."""
+def outcomes_frame(outcomes: list[Outcome], samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per-sample outcomes in long form: one row per (model, threat, sample).
+
+    ``samples`` (one row per sample, in sample order) adds what describes the
+    sample under every threat: its true ``label`` and one text column per
+    group feature, so paired tests per group need nothing else."""
     frames = []
     for o in outcomes:
         n = len(o.pred)
@@ -176,6 +180,9 @@ def outcomes_frame(outcomes: list[Outcome]) -> pd.DataFrame:
             "pred": np.asarray(o.pred, dtype=np.int64),
             "correct": np.asarray(o.correct, dtype=bool),
         }
+        if samples is not None and len(samples) == n:
+            for k in samples.columns:
+                cols[k] = samples[k].to_numpy()
         for k, v in o.columns.items():
             cols[k] = np.asarray(v, dtype=np.float64)
         frames.append(pd.DataFrame(cols))
@@ -185,10 +192,11 @@ def outcomes_frame(outcomes: list[Outcome]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def write_record(out_dir: Path, record: RunRecord, outcomes: list[Outcome]) -> Path:
+def write_record(out_dir: Path, record: RunRecord, outcomes: list[Outcome],
+                 samples: pd.DataFrame | None = None) -> Path:
     """Write ``record.json`` and ``outcomes.parquet`` atomically into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = outcomes_frame(outcomes)
+    frame = outcomes_frame(outcomes, samples)
     tmp = out_dir / (OUTCOMES_FILE + ".tmp")
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, out_dir / OUTCOMES_FILE)

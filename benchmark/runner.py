@@ -33,9 +33,9 @@ from benchmark.models import load_model, resolve_device
 from benchmark.pieces import clear_pieces, load_pieces, save_piece
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
 from benchmark.reliability_run import flags_after_threats, flags_before_threats
-from metrics.bias import bias_measurements
+from metrics.bias import BiasInputs, bias_inputs, bias_measurements
 from metrics.corruption import corruption_measurements
-from metrics.groups import check_groups
+from metrics.groups import check_groups, sample_frame
 from metrics.robustness import accuracy_measurements
 from metrics.validation import run_pre_checks
 
@@ -108,15 +108,24 @@ def pre_checks(spec: RunSpec, data: EvalSet, models: list[ModelUnderTest]) -> li
 
 
 def derived_measurements(
-    spec: RunSpec, data: EvalSet, models: list[ModelUnderTest], outcomes: list[Outcome]
+    spec: RunSpec, data: EvalSet, models: list[ModelUnderTest], outcomes: list[Outcome],
+    inputs: BiasInputs | None = None,
 ) -> list[Measurement]:
     """Every tidy measurement of the run, computed from the per-sample outcomes."""
     measurements = accuracy_measurements(outcomes)
     baseline = spec.corruption.baseline if spec.corruption else None
     measurements += corruption_measurements(outcomes, baseline)
     measurements += bias_measurements(spec.groups, data, outcomes, seed=spec.seed,
-                                      num_classes=max((m.num_classes for m in models), default=None))
+                                      num_classes=max((m.num_classes for m in models), default=None),
+                                      inputs=inputs)
     return measurements
+
+
+def _measure(spec: RunSpec, data: EvalSet, models: list[ModelUnderTest],
+             outcomes: list[Outcome]) -> tuple[list[Measurement], BiasInputs]:
+    """The run's measurements, and the group columns the outcomes are written with."""
+    inputs = bias_inputs(spec.groups, data)
+    return derived_measurements(spec, data, models, outcomes, inputs), inputs
 
 
 @dataclass(frozen=True)
@@ -278,8 +287,8 @@ def run_benchmark(
         bar = tqdm(total=len(models) * count_steps(spec) + FINISH_STEPS + bool(spec.store),
                    desc="rtb", unit="step", disable=not progress, dynamic_ncols=True)
         outcomes = run_pieces(spec, models, data, out_dir, key, bar)
-        measurements = in_phase(bar, "group metrics", derived_measurements, spec, data, models,
-                                outcomes)
+        measurements, inputs = in_phase(bar, "group metrics", _measure, spec, data, models,
+                                        outcomes)
         checks += in_phase(bar, "reliability re-attacks", flags_after_threats, spec, data, models,
                            outcomes)
         run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -308,7 +317,9 @@ def run_benchmark(
             checks=checks,
             extra=dict(extra or {}),
         )
-        in_phase(bar, "record", write_record, out_dir, record, outcomes)
+        extras = sorted({k for o in outcomes for k in o.columns})
+        in_phase(bar, "record", write_record, out_dir, record, outcomes,
+                 sample_frame(data.y.numpy(), inputs.columns, extras))
         if spec.store:  # the run's files are written first: the store can be rebuilt from them
             from benchmark.store import save_run_dir
 

@@ -172,10 +172,25 @@ def _v3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX jobs_state ON jobs(state)")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+def _v4(conn: sqlite3.Connection) -> None:
+    """A ``samples`` table: per run and sample, the true label and the group
+    values (JSON), which outcomes carry as columns; stored once per sample,
+    not once per threat."""
+    conn.execute("""
+        CREATE TABLE samples (
+            run_id TEXT NOT NULL,
+            sample INTEGER NOT NULL,
+            label INTEGER,
+            groups TEXT,
+            PRIMARY KEY (run_id, sample)
+        )""")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-TABLES: tuple[str, ...] = ("runs", "models", "measurements", "outcomes", "checks", "jobs")
+TABLES: tuple[str, ...] = ("runs", "models", "measurements", "outcomes", "checks", "jobs",
+                           "samples")
 JOB_STATES: tuple[str, ...] = ("running", "complete", "failed")
 
 _INSERT_RUN = (
@@ -201,6 +216,32 @@ _INSERT_CHECK = (
 OUTCOME_BASE_COLUMNS: tuple[str, ...] = (
     "model", "version", "family", "threat", "param", "sample", "pred", "correct",
 )
+#: The per-sample outcome column holding the true label (class index).
+LABEL_COLUMN = "label"
+_INSERT_SAMPLE = "INSERT INTO samples (run_id, sample, label, groups) VALUES (?, ?, ?, ?)"
+
+
+def sample_columns(outcomes: pd.DataFrame) -> list[str]:
+    """The outcome columns that describe the sample, not the threat: the true
+    label and the group columns (text); the same for every threat."""
+    if outcomes is None or len(outcomes.columns) == 0:
+        return []
+    return [c for c in outcomes.columns if c not in OUTCOME_BASE_COLUMNS
+            and (c == LABEL_COLUMN or not pd.api.types.is_numeric_dtype(outcomes[c]))]
+
+
+def _sample_rows(run_id: str, outcomes: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
+    """One tuple per sample: its label and group values (JSON), from its first row."""
+    cols = sample_columns(outcomes)
+    if not cols:
+        return
+    first = outcomes.drop_duplicates("sample")
+    groups = [c for c in cols if c != LABEL_COLUMN]
+    labels = first[LABEL_COLUMN] if LABEL_COLUMN in cols else None
+    for i, sample in enumerate(first["sample"].to_numpy()):
+        label = None if labels is None or pd.isna(labels.iloc[i]) else int(labels.iloc[i])
+        values = {g: str(first[g].iloc[i]) for g in groups if not pd.isna(first[g].iloc[i])}
+        yield (run_id, int(sample), label, _json(values) if values else None)
 
 
 # ----------------------------------------------------------------------------- paths
@@ -457,7 +498,9 @@ def _outcome_rows(run_id: str, outcomes: pd.DataFrame) -> Iterator[tuple[Any, ..
             f"Expected outcomes with columns {', '.join(OUTCOME_BASE_COLUMNS)}, but "
             f"{', '.join(missing)} missing."
         )
-    extra_cols = [c for c in outcomes.columns if c not in OUTCOME_BASE_COLUMNS]
+    per_sample = set(sample_columns(outcomes))
+    extra_cols = [c for c in outcomes.columns
+                  if c not in OUTCOME_BASE_COLUMNS and c not in per_sample]
     base = outcomes[list(OUTCOME_BASE_COLUMNS)].itertuples(index=False, name=None)
     extras = outcomes[extra_cols].itertuples(index=False, name=None) if extra_cols else None
     for row in base:
@@ -829,8 +872,14 @@ class Store:
         if version is not None:
             where.append("version = ?")
             params.append(version)
-        df = self._by_runs("SELECT * FROM outcomes", run_ids, "rowid", where, params)
-        return expand_extras(df)
+        df = expand_extras(self._by_runs("SELECT * FROM outcomes", run_ids, "rowid", where,
+                                         params))
+        if "samples" not in self._tables or df.empty:
+            return df
+        samples = self._by_runs("SELECT * FROM samples", sorted(set(df["run_id"])), "rowid")
+        if samples.empty:
+            return df
+        return df.merge(expand_samples(samples), on=["run_id", "sample"], how="left")
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table, for ``rtb store info``."""
@@ -905,6 +954,7 @@ def _insert_run(conn: sqlite3.Connection, record: Mapping[str, Any], outcomes: p
     conn.executemany(_INSERT_MEASUREMENT, _measurement_rows(run_id, record))
     conn.executemany(_INSERT_CHECK, _check_rows(run_id, record))
     conn.executemany(_INSERT_OUTCOME, _outcome_rows(run_id, outcomes))
+    conn.executemany(_INSERT_SAMPLE, _sample_rows(run_id, outcomes))
     key = record.get("run_key")
     if isinstance(key, str) and key and status == "finished":
         _complete_job(conn, key, run_id, sweep_id or _sweep_id(record))
@@ -929,7 +979,7 @@ def _complete_job(conn: sqlite3.Connection, run_key: str, run_id: str,
 
 
 def _delete_run(conn: sqlite3.Connection, run_id: str) -> None:
-    for table in ("outcomes", "measurements", "checks", "models", "runs"):
+    for table in ("samples", "outcomes", "measurements", "checks", "models", "runs"):
         conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
 
@@ -937,17 +987,30 @@ def expand_extras(df: pd.DataFrame) -> pd.DataFrame:
     """Turn the JSON ``extras`` column of outcome rows into float columns."""
     if "extras" not in df.columns:
         return df
-    parsed = [json.loads(e) if isinstance(e, str) else {} for e in df["extras"]]
+    # one JSON document for all rows: much faster than one json.loads per row
+    parsed = json.loads("[" + ",".join(e if isinstance(e, str) else "{}"
+                                       for e in df["extras"]) + "]")
     out = df.drop(columns=["extras"])
     out["correct"] = out["correct"].astype(bool)
     out["param"] = out["param"].astype(float)
+    if parsed and any(parsed):
+        wide = pd.DataFrame.from_records(parsed, index=out.index).astype(float)
+        for k in wide.columns:
+            out[k] = wide[k]
+    return out
+
+
+def expand_samples(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the ``samples`` table as ``run_id, sample, label`` and one text
+    column per group feature."""
+    parsed = [json.loads(g) if isinstance(g, str) else {} for g in df["groups"]]
+    out = df[["run_id", "sample"]].copy()
+    out[LABEL_COLUMN] = df["label"].astype("Int64")
     keys: list[str] = []
     for d in parsed:
-        for k in d:
-            if k not in keys:
-                keys.append(k)
+        keys += [k for k in d if k not in keys]
     for k in keys:
-        out[k] = [float(d.get(k, math.nan)) for d in parsed]
+        out[k] = pd.Series([d.get(k) for d in parsed], index=out.index, dtype=object)
     return out
 
 
@@ -1005,7 +1068,7 @@ def rebuild(store: str | os.PathLike[str] | None, roots: Iterable[str | os.PathL
     with open_store(store) as s:
         def body(conn: sqlite3.Connection) -> list[str]:
             if fresh:
-                for table in ("outcomes", "measurements", "checks", "models", "runs"):
+                for table in ("samples", "outcomes", "measurements", "checks", "models", "runs"):
                     conn.execute(f"DELETE FROM {table}")
             return [_insert_run(conn, record, outcomes, d, None, "finished")
                     for d, record, outcomes in loaded]

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.core.types import Measurement, Outcome
-from metrics.robustness import wilson_interval
+from metrics.statistics import wilson_intervals
 
 log = logging.getLogger(__name__)
 
@@ -135,24 +135,53 @@ def _eligible(column: pd.Series, min_size: int) -> np.ndarray:
     return column.isin(sizes[sizes >= min_size].index).to_numpy()
 
 
+class _Codes:
+    """A group column as integer codes over its eligible groups (sorted by
+    their text, as the per-group functions sort them); -1 for samples of too
+    small groups. Built once per feature, shared by every outcome."""
+
+    def __init__(self, column: pd.Series, min_size: int) -> None:
+        keep = _eligible(column, min_size)
+        values = np.asarray(column, dtype=object)
+        self.names = sorted({str(v) for v in pd.unique(values[keep])})
+        lookup = {v: i for i, v in enumerate(self.names)}
+        self.codes = np.array([lookup[str(v)] if k else -1 for v, k in zip(values, keep,
+                                                                              strict=True)],
+                              dtype=np.int64)
+        self.keep = keep
+
+    def counts(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Samples per group (of those in ``mask``)."""
+        sel = self.keep if mask is None else self.keep & mask
+        return np.bincount(self.codes[sel], minlength=len(self.names))
+
+
 def drop_measurements(outcomes: Sequence[Outcome], columns: dict[str, pd.Series],
                       min_size: int = 1) -> list[Measurement]:
     """Accuracy drop and boundary error per group for every non-clean outcome
     (groups below ``min_size`` are reported as too small by the group metrics)."""
     clean = _clean_by_version(outcomes)
     rows: list[Measurement] = []
+    codes = {feature: _Codes(col, min_size) for feature, col in columns.items()}
     for o in outcomes:
         base = clean.get((o.model, o.version))
         if o.threat.family == "clean" or base is None:
             continue
-        for feature, col in columns.items():
-            keep = _eligible(col, min_size)
-            for gr in group_robustness(base.correct[keep], o.correct[keep], col[keep]):
-                rows.append(_row(o, feature, gr.group, "accuracy_drop", gr.drop, gr.n,
+        c = np.asarray(base.correct, dtype=bool)
+        r = np.asarray(o.correct, dtype=bool)
+        _check_lengths(clean_correct=c, robust_correct=r)
+        for feature, gc in codes.items():
+            n = gc.counts()
+            n_clean, n_robust, n_broken = gc.counts(c), gc.counts(r), gc.counts(c & ~r)
+            lo, hi = wilson_intervals(n_broken, n)
+            for i, name in enumerate(gc.names):
+                if not n[i]:
+                    continue
+                drop = n_clean[i] / n[i] - n_robust[i] / n[i]
+                rows.append(_row(o, feature, name, "accuracy_drop", drop, int(n[i]),
                                  definition=DROP_DEFINITION))
-                rows.append(_row(o, feature, gr.group, "boundary_error", gr.boundary_error,
-                                 gr.n, wilson_interval(gr.boundary_errors, gr.n),
-                                 BOUNDARY_DEFINITION))
+                rows.append(_row(o, feature, name, "boundary_error", n_broken[i] / n[i],
+                                 int(n[i]), (float(lo[i]), float(hi[i])), BOUNDARY_DEFINITION))
     return rows
 
 
@@ -187,6 +216,7 @@ def distance_measurements(outcomes: Sequence[Outcome], columns: dict[str, pd.Ser
     the threat's budgets, or the median distance when it has none."""
     clean = _clean_by_version(outcomes)
     rows: list[Measurement] = []
+    codes = {feature: _Codes(col, min_size) for feature, col in columns.items()}
     for o, key, budgets in _distance_outcomes(outcomes):
         base = clean.get((o.model, o.version))
         cc = np.asarray(base.correct if base is not None else o.columns[key] > 0, dtype=bool)
@@ -195,26 +225,37 @@ def distance_measurements(outcomes: Sequence[Outcome], columns: dict[str, pd.Ser
         finite = dist[cc & np.isfinite(dist)]
         use_taus = list(taus) if taus else budgets or (
             [float(np.median(finite))] if len(finite) else [])
-        for feature, col in columns.items():
-            keep = _eligible(col, min_size)
-            g = np.asarray(col, dtype=object)
-            for value in sorted(pd.unique(g[keep & cc]), key=str):
-                d = dist[keep & cc & (g == value)]
+        for feature, gc in codes.items():
+            for i, value in enumerate(gc.names):
+                d = dist[gc.keep & cc & (gc.codes == i)]
+                if not len(d):
+                    continue
                 for q in DISTANCE_QUANTILES:
                     v = float(np.quantile(d, q, method="inverted_cdf"))
                     if math.isfinite(v):
-                        rows.append(_row(o, feature, str(value), f"distance_q{int(q * 100)}", v,
+                        rows.append(_row(o, feature, value, f"distance_q{int(q * 100)}", v,
                                          len(d), definition=DISTANCE_DEFINITION.format(q=q,
                                                                                        key=key)))
+            n = gc.counts(cc)
+            total = int(n.sum())
             for tau in use_taus:
-                table = robustness_bias(dist[keep], cc[keep], g[keep], tau)
-                for r in table.itertuples():
-                    rows.append(_row(o, feature, str(r.group), "share_within_tau", r.share,
-                                     int(r.n), wilson_interval(int(r.within), int(r.n)),
+                if not tau >= 0:
+                    raise ValueError(f"Expected `tau` to be a non-negative float, but got {tau}.")
+                within = gc.counts(cc & (dist <= tau))
+                lo, hi = wilson_intervals(within, n)
+                all_within = int(within.sum())
+                for i, value in enumerate(gc.names):
+                    if not n[i]:
+                        continue
+                    share = within[i] / n[i]
+                    rest = total - n[i]
+                    rows.append(_row(o, feature, value, "share_within_tau", share, int(n[i]),
+                                     (float(lo[i]), float(hi[i])),
                                      WITHIN_TAU_DEFINITION.format(key=key), param=tau))
-                    if not math.isnan(r.bias):
-                        rows.append(_row(o, feature, str(r.group), "robustness_bias", r.bias,
-                                         int(r.n), definition=BIAS_DEFINITION.format(key=key),
+                    if rest:
+                        bias = share - (all_within - within[i]) / rest
+                        rows.append(_row(o, feature, value, "robustness_bias", bias, int(n[i]),
+                                         definition=BIAS_DEFINITION.format(key=key),
                                          param=tau))
     return rows
 

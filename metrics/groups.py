@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from benchmark.core.registry import Registry
 from benchmark.core.specs import FeatureSpec, GroupsSpec
 from benchmark.core.types import EvalSet, Measurement, Outcome
 from metrics.properties import compute_properties
+from metrics.statistics import wilson_intervals
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +58,6 @@ MSG_CSV_DUPLICATE_KEYS = (
     "{key!r} occurs more than once."
 )
 
-ACCURACY_GROUP_DEFINITION = (
-    "fraction correct within the group (fairlearn MetricFrame); CI: {ci:.0%} percentile "
-    "bootstrap over samples, {n_boot} resamples (fairlearn n_boot/ci_quantiles)"
-)
 SUMMARY_DEFINITIONS: dict[str, str] = {
     "accuracy_overall": "accuracy over the samples of groups with at least the minimum size",
     "accuracy_worst_group": "lowest group accuracy (MetricFrame.group_min); group_value names it",
@@ -72,10 +70,14 @@ SUMMARY_DEFINITIONS: dict[str, str] = {
     "(MetricFrame.ratio, method=to_overall)",
 }
 BINARY_DEFINITIONS: dict[str, str] = {
-    "demographic_parity_difference": "fairlearn demographic_parity_difference of the "
-    "predictions (positive class: index 1), between groups",
-    "equalized_odds_difference": "fairlearn equalized_odds_difference of the predictions "
-    "(positive class: index 1), between groups",
+    "demographic_parity_difference": "fairlearn demographic_parity_difference: max - min "
+    "group selection rate (positive class: index 1)",
+    "demographic_parity_ratio": "fairlearn demographic_parity_ratio: min / max group "
+    "selection rate (positive class: index 1)",
+    "equalized_odds_difference": "fairlearn equalized_odds_difference: the larger of the "
+    "between-group TPR and FPR differences (positive class: index 1)",
+    "equalized_odds_ratio": "fairlearn equalized_odds_ratio: the smaller of the between-group "
+    "TPR and FPR ratios (positive class: index 1)",
 }
 
 
@@ -231,29 +233,124 @@ def check_groups(spec: GroupsSpec | None, data: EvalSet) -> None:
 
 # ---------------------------------------------------------------- metrics
 
+#: Per-sample counts summed per group (one block of these per outcome).
+_COUNTS = ("correct", "pred_pos", "tp", "fp")
+#: Counts that depend on the labels only (shared by every outcome).
+_LABEL_COUNTS = ("n", "pos", "neg")
 
-def _accuracy_of(j: int) -> Callable[[Any, Any], float]:
-    """Accuracy of column ``j`` of a stacked prediction matrix (fairlearn
-    hands a one-column matrix over as a vector)."""
+#: Group rates of a binary task: metric -> (numerator, denominator) count names.
+BINARY_RATES: dict[str, tuple[str, str]] = {
+    "selection_rate": ("pred_pos", "n"),
+    "true_positive_rate": ("tp", "pos"),
+    "false_positive_rate": ("fp", "neg"),
+    "false_negative_rate": ("fn", "pos"),
+    "precision": ("tp", "pred_pos"),
+}
+RATE_DEFINITIONS: dict[str, str] = {
+    "accuracy": "fraction correct within the group",
+    "selection_rate": "fraction of the group predicted positive (class index 1)",
+    "true_positive_rate": "fraction of the group's positives predicted positive",
+    "false_positive_rate": "fraction of the group's negatives predicted positive",
+    "false_negative_rate": "fraction of the group's positives predicted negative",
+    "precision": "fraction of the group's positive predictions that are positives",
+}
 
-    def accuracy(y_true: Any, y_pred: Any) -> float:
-        pred = np.asarray(y_pred)
-        return float(np.mean(np.asarray(y_true) == (pred if pred.ndim == 1 else pred[:, j])))
 
-    return accuracy
+def _count_matrix(y: np.ndarray, preds: np.ndarray, binary: bool) -> np.ndarray:
+    """Per-sample count columns: ``n, pos, neg`` then ``correct, pred_pos, tp, fp`` per
+    outcome (the binary ones only for a binary task); shape (n, 3 + O * k)."""
+    n, n_out = preds.shape
+    cols = [np.ones(n), (y == 1).astype(np.float64), (y != 1).astype(np.float64)]
+    per = [(preds == y[:, None])]
+    if binary:
+        pos = preds == 1
+        per += [pos, pos & (y == 1)[:, None], pos & (y != 1)[:, None]]
+    stacked = np.stack(per, axis=2).reshape(n, n_out * len(per)).astype(np.float64)
+    return np.concatenate([np.stack(cols, axis=1), stacked], axis=1)
 
 
-def _f(v: Any) -> float | None:
-    v = float(v)
-    return None if math.isnan(v) else v
+class _GroupCounts:
+    """Group sums of the count matrix, as arrays indexed [..., group, outcome]."""
+
+    def __init__(self, sums: np.ndarray, n_out: int, binary: bool) -> None:
+        k = 4 if binary else 1
+        self.n, self.pos, self.neg = sums[..., 0], sums[..., 1], sums[..., 2]
+        per = sums[..., 3:].reshape(*sums.shape[:-1], n_out, k)
+        self.correct = per[..., 0]
+        if binary:
+            self.pred_pos, self.tp, self.fp = per[..., 1], per[..., 2], per[..., 3]
+            self.fn = self.pos[..., None] - self.tp
+
+    def count(self, name: str) -> np.ndarray:
+        v = getattr(self, name)
+        return v[..., None] if name in _LABEL_COUNTS else v
+
+    def rate(self, num: str, den: str) -> np.ndarray:
+        a, b = np.broadcast_arrays(self.count(num), self.count(den))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
 
 
-def _ci(ci: list[Any] | None, metric: str) -> tuple[float | None, float | None]:
-    """(low, high) of ``metric`` from a fairlearn ``*_ci`` result (a list of
-    Series indexed by metric); NaN becomes None."""
-    if ci is None:
-        return None, None
-    return _f(ci[0][metric]), _f(ci[-1][metric])
+def _summaries(acc: np.ndarray, overall: np.ndarray) -> dict[str, np.ndarray]:
+    """MetricFrame's summaries of group accuracies ``acc`` [..., group, outcome]
+    (groups without samples are NaN and ignored) against ``overall`` [..., outcome]."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanmin(acc, axis=-2), np.nanmax(acc, axis=-2)
+        o = overall[..., None, :]
+        to_overall = acc / o  # as MetricFrame.ratio(to_overall): 0/0 is NaN
+        to_overall = np.where(to_overall > 1, o / acc, to_overall)
+        return {
+            "accuracy_overall": overall,
+            "accuracy_worst_group": lo,
+            "accuracy_best_group": hi,
+            "accuracy_difference_between_groups": hi - lo,
+            "accuracy_difference_to_overall": np.nanmax(np.abs(acc - o), axis=-2),
+            "accuracy_ratio_between_groups": lo / hi,
+            "accuracy_ratio_to_overall": np.nanmin(to_overall, axis=-2),
+        }
+
+
+def _between(rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max - min and min / max of a group rate over groups (axis -2)."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanmin(rate, axis=-2), np.nanmax(rate, axis=-2)
+        return hi - lo, lo / hi  # as fairlearn: 0/0 is NaN
+
+
+def _fairness(c: _GroupCounts) -> dict[str, np.ndarray]:
+    """fairlearn's demographic parity and equalized odds, difference and ratio.
+    As in fairlearn (sklearn's zero_division), a rate with no denominator in a
+    group that has samples counts as 0; a group without samples is left out."""
+    present = c.n[..., None] > 0
+
+    def rate(num: str, den: str) -> np.ndarray:
+        return np.where(present, np.nan_to_num(c.rate(num, den)), np.nan)
+
+    sel_d, sel_r = _between(rate("pred_pos", "n"))
+    tpr_d, tpr_r = _between(rate("tp", "pos"))
+    fpr_d, fpr_r = _between(rate("fp", "neg"))
+    return {
+        "demographic_parity_difference": sel_d,
+        "demographic_parity_ratio": sel_r,
+        "equalized_odds_difference": np.maximum(tpr_d, fpr_d),
+        "equalized_odds_ratio": np.minimum(tpr_r, fpr_r),
+    }
+
+
+def _bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each sample occurs in each of ``n_boot`` resamples with
+    replacement, drawn as fairlearn's MetricFrame draws them (``n_boot``
+    uint32 seeds from ``default_rng(seed)``, one pandas ``sample`` each), so
+    the CIs equal MetricFrame's own bootstrap; shape (n_boot, n)."""
+    seeds = np.random.default_rng(seed).integers(0, np.iinfo(np.uint32).max, size=n_boot,
+                                                 dtype=np.uint32)
+    w = np.empty((n_boot, n))
+    for b, s in enumerate(seeds):
+        idx = np.random.RandomState(int(s)).choice(n, size=n, replace=True)
+        w[b] = np.bincount(idx, minlength=n)
+    return w
 
 
 def _row(o: Outcome, feature: str, value: str, metric: str, v: float, n: int,
@@ -265,24 +362,36 @@ def _row(o: Outcome, feature: str, value: str, metric: str, v: float, n: int,
                        definition=definition)
 
 
+def _counts_metric(width: int) -> Callable[[Any, Any], np.ndarray]:
+    """A MetricFrame metric returning the column sums of the count matrix, which
+    travels as ``y_pred``, so one call per group serves every outcome."""
+
+    def counts(y_true: Any, y_pred: Any) -> np.ndarray:
+        return np.asarray(y_pred, dtype=np.float64).reshape(-1, width).sum(axis=0)
+
+    return counts
+
+
 def group_metrics(outcomes: Sequence[Outcome], y_true: np.ndarray | Sequence[Any],
                   feature: str, column: pd.Series | np.ndarray | Sequence[Any], *,
                   min_size: int = 20, n_boot: int = 0,
                   ci_quantiles: Sequence[float] = (0.025, 0.975), binary: bool = False,
                   seed: int = 0) -> list[Measurement]:
-    """Accuracy and count per group of ``column`` for each outcome, with the
-    overall, worst, best, difference and ratio summaries and, when ``n_boot``
-    > 0, fairlearn's bootstrap CIs. Groups below ``min_size`` are reported as
-    too small and left out of the MetricFrame.
+    """Per group of ``column`` and for each outcome: accuracy and count and,
+    for a binary task, selection rate, TPR, FPR, FNR and precision, each with
+    its Wilson interval; the overall, worst, best, difference and ratio
+    summaries of accuracy and (binary) demographic parity and equalized odds
+    differences and ratios, with percentile bootstrap CIs over samples when
+    ``n_boot`` > 0. Groups below ``min_size`` are reported as too small and
+    left out of everything else.
 
-    One MetricFrame serves all outcomes (one metric per outcome over the
-    stacked predictions), so every threat shares the same bootstrap resamples.
+    The groups come from one fairlearn ``MetricFrame`` whose single metric sums
+    per-sample count columns of every outcome at once; the rates and summaries
+    are exact functions of those sums, and the bootstrap draws the resamples
+    fairlearn draws for ``random_state=seed``, so the intervals equal
+    MetricFrame's own (see ``_bootstrap_weights``).
     """
-    from fairlearn.metrics import (
-        MetricFrame,
-        demographic_parity_difference,
-        equalized_odds_difference,
-    )
+    from fairlearn.metrics import MetricFrame
 
     outcomes = list(outcomes)
     if not outcomes:
@@ -311,56 +420,77 @@ def group_metrics(outcomes: Sequence[Outcome], y_true: np.ndarray | Sequence[Any
     keep = ~col.isin(small.index).to_numpy()
     if not keep.any():
         return rows
-    boot = n_boot > 0
+    confidence = float(ci_quantiles[-1] - ci_quantiles[0])
     preds = np.stack([np.asarray(o.pred) for o in outcomes], axis=1)[keep]
-    names = [f"o{j}" for j in range(len(outcomes))]
-    mf = MetricFrame(
-        metrics={name: _accuracy_of(j) for j, name in enumerate(names)},
-        y_true=y[keep],
-        y_pred=preds,
-        sensitive_features=col[keep].to_numpy(),
-        n_boot=n_boot if boot else None,
-        ci_quantiles=list(ci_quantiles) if boot else None,
-        random_state=seed if boot else None,
-    )
-    defn = ACCURACY_GROUP_DEFINITION.format(ci=ci_quantiles[-1] - ci_quantiles[0],
-                                            n_boot=n_boot) if boot else (
-        "fraction correct within the group (fairlearn MetricFrame); no bootstrap")
-    by_group = mf.by_group
-    by_ci = mf.by_group_ci if boot else None
-    summaries: dict[str, tuple[Any, list[Any] | None]] = {
-        "accuracy_overall": (mf.overall, mf.overall_ci if boot else None),
-        "accuracy_worst_group": (mf.group_min(), mf.group_min_ci() if boot else None),
-        "accuracy_best_group": (mf.group_max(), mf.group_max_ci() if boot else None),
-    }
-    for kind in ("difference", "ratio"):
-        for method in ("between_groups", "to_overall"):
-            summaries[f"accuracy_{kind}_{method}"] = (
-                getattr(mf, kind)(method=method),
-                getattr(mf, f"{kind}_ci")(method=method) if boot else None,
-            )
+    yk, sf = y[keep], col[keep].to_numpy()
+    cm = _count_matrix(yk, preds, binary)
+    mf = MetricFrame(metrics={"counts": _counts_metric(cm.shape[1])}, y_true=yk, y_pred=cm,
+                     sensitive_features=sf)
+    groups = sorted(mf.by_group.index, key=str)
+    n_out = len(outcomes)
+    by_group = _GroupCounts(np.stack([mf.by_group["counts"][g] for g in groups]), n_out, binary)
+    overall = _GroupCounts(np.asarray(mf.overall["counts"])[None], n_out, binary)
+    acc = by_group.rate("correct", "n")  # [group, outcome]
+    point: dict[str, np.ndarray] = _summaries(acc, overall.rate("correct", "n")[0])
+    if binary:
+        point.update(_fairness(by_group))
+    cis: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if n_boot > 0:
+        codes = pd.Categorical(sf, categories=groups).codes
+        w = _bootstrap_weights(len(yk), n_boot, seed)  # [boot, sample]
+        sums = np.stack([w[:, codes == j] @ cm[codes == j] for j in range(len(groups))],
+                        axis=1)  # [boot, group, column]
+        boot = _GroupCounts(sums, n_out, binary)
+        boot_overall = _GroupCounts(sums.sum(axis=1), n_out, binary)
+        b_acc = boot.rate("correct", "n")
+        b_acc = np.where(boot.n[..., None] > 0, b_acc, np.nan)
+        stats = _summaries(b_acc, boot_overall.rate("correct", "n"))
+        if binary:
+            stats.update(_fairness(boot))
+        for metric, values in stats.items():
+            q = np.quantile(values, [ci_quantiles[0], ci_quantiles[-1]], axis=0)
+            cis[metric] = (q[0], q[1])
+    rates = {"accuracy": ("correct", "n"), **(BINARY_RATES if binary else {})}
+    per_group = {m: (by_group.rate(a, b), *np.broadcast_arrays(by_group.count(a),
+                                                              by_group.count(b)))
+                 for m, (a, b) in rates.items()}
+    wilson = {m: wilson_intervals(k, d, confidence) for m, (_, k, d) in per_group.items()}
     n_keep = int(keep.sum())
-    groups = sorted(by_group.index, key=str)
-    for o, name in zip(outcomes, names, strict=True):
-        acc = by_group[name]
-        for g in groups:
+    for j, o in enumerate(outcomes):
+        for i, g in enumerate(groups):
             n = int(sizes[g])
-            ci = (_f(by_ci[0].loc[g, name]), _f(by_ci[-1].loc[g, name])) if by_ci else (None, None)
-            rows.append(_row(o, feature, str(g), "accuracy", acc[g], n, ci, defn))
+            for metric, (value, _, den) in per_group.items():
+                if not den[i, j] > 0:
+                    continue
+                lo, hi = wilson[metric][0][i, j], wilson[metric][1][i, j]
+                rows.append(_row(o, feature, str(g), metric, value[i, j], int(den[i, j]),
+                                 (float(lo), float(hi)), RATE_DEFINITIONS[metric] + (
+                                     f" (fairlearn MetricFrame); {confidence:.0%} Wilson "
+                                     "interval")))
             rows.append(_row(o, feature, str(g), "count", n, n,
                              definition="number of samples in the group"))
-        where = {"accuracy_worst_group": str(acc.idxmin()),
-                 "accuracy_best_group": str(acc.idxmax())}
-        for metric, (point, ci_list) in summaries.items():
-            rows.append(_row(o, feature, where.get(metric, ""), metric, point[name], n_keep,
-                             _ci(ci_list, name), SUMMARY_DEFINITIONS[metric]))
-        if binary:
-            yt, yp, sf = y[keep], np.asarray(o.pred)[keep], col[keep].to_numpy()
-            for metric, fn in (("demographic_parity_difference", demographic_parity_difference),
-                               ("equalized_odds_difference", equalized_odds_difference)):
-                rows.append(_row(o, feature, "", metric, fn(yt, yp, sensitive_features=sf),
-                                 n_keep, definition=BINARY_DEFINITIONS[metric]))
+        where = {"accuracy_worst_group": str(groups[int(np.nanargmin(acc[:, j]))]),
+                 "accuracy_best_group": str(groups[int(np.nanargmax(acc[:, j]))])}
+        for metric, values in point.items():
+            ci: tuple[float | None, float | None] = (None, None)
+            if metric in cis:
+                ci = (_f(cis[metric][0][j]), _f(cis[metric][1][j]))
+            rows.append(_row(o, feature, where.get(metric, ""), metric, values[j], n_keep, ci,
+                             _summary_definition(metric, n_boot, confidence)))
     return rows
+
+
+def _f(v: Any) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def _summary_definition(metric: str, n_boot: int, confidence: float) -> str:
+    base = SUMMARY_DEFINITIONS.get(metric) or BINARY_DEFINITIONS[metric]
+    if n_boot <= 0:
+        return base + "; no CI (groups.n_boot=0)"
+    return (f"{base}; CI: {confidence:.0%} percentile bootstrap over samples, {n_boot} "
+            "seeded resamples (as fairlearn MetricFrame n_boot/random_state=seed)")
 
 
 def group_measurements(spec: GroupsSpec, data: EvalSet, outcomes: Sequence[Outcome],
@@ -381,3 +511,27 @@ def group_measurements(spec: GroupsSpec, data: EvalSet, outcomes: Sequence[Outco
                               binary=binary, seed=seed)
     return rows
 
+
+
+#: Outcome columns a group column must not take the name of.
+RESERVED_OUTCOME_COLUMNS: tuple[str, ...] = (
+    "model", "version", "family", "threat", "param", "sample", "pred", "correct", "label",
+)
+
+
+def outcome_group_column(feature: str, taken: Sequence[str] = RESERVED_OUTCOME_COLUMNS) -> str:
+    """The outcome column of a group feature: its name, or ``group:NAME`` where
+    the name is already an outcome column."""
+    return f"group:{feature}" if feature in taken else feature
+
+
+def sample_frame(y: np.ndarray, columns: dict[str, pd.Series],
+                 extras: Sequence[str] = ()) -> pd.DataFrame:
+    """What the outcomes carry per sample besides the threat's results: the
+    true ``label`` (class index) and one text column per group feature
+    (``outcome_group_column``), in sample order."""
+    taken = (*RESERVED_OUTCOME_COLUMNS, *extras)
+    frame = pd.DataFrame({"label": np.asarray(y, dtype=np.int64)})
+    for name, col in columns.items():
+        frame[outcome_group_column(name, taken)] = np.asarray(col, dtype=object)
+    return frame

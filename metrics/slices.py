@@ -1,5 +1,6 @@
 """Slice discovery: find, without any configured group, the slices of the
-data (bins of derived image properties, metadata values, classes, and
+data (bins of derived image properties or of a feature table's columns,
+metadata values, classes, and
 optionally their pairs) where accuracy under a threat is significantly worse
 than on the rest.
 
@@ -74,16 +75,49 @@ class SliceReport:
     fdr: float
 
 
-def candidate_slices(spec: SliceSpec, data: EvalSet, properties: dict[str, np.ndarray],
-                     missing: str = "group") -> dict[str, pd.Series]:
-    """Partitions of the data to search: each property in quantile bins, each
-    metadata column, the class, and (``spec.pairs``) every pair of these."""
+def feature_columns(spec: SliceSpec, data: EvalSet) -> dict[str, pd.Series]:
+    """A feature table's columns as slice candidates: numeric and integer
+    features in quantile bins of their raw values, categorical and binary
+    features by value (``spec.properties``, when given, names the features)."""
+    schema = data.schema
+    if schema is None:
+        return {}
+    frame = data.frame if data.frame is not None else schema.decode(data.x.numpy())
+    frame = frame.reset_index(drop=True)
+    wanted = list(spec.properties) if spec.properties else schema.names
     cols: dict[str, pd.Series] = {}
-    for name in spec.properties or list_properties():
-        col = bin_values(properties[name], bins=spec.bins)
+    for name in wanted:
+        if name not in schema.names or name not in frame.columns:
+            log.warning("Slice feature %r is not a column of dataset %r; skipped", name,
+                        data.name)
+            continue
+        column = schema.column(name)
+        if column.is_numeric:
+            values = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
+            col = bin_values(values, bins=spec.bins)
+        else:
+            col = frame[name].astype(object).where(frame[name].notna(), None)
         if col.nunique(dropna=True) >= 2:
             cols[name] = apply_missing_policy(name, col, "group")
+    return cols
+
+
+def candidate_slices(spec: SliceSpec, data: EvalSet, properties: dict[str, np.ndarray],
+                     missing: str = "group") -> dict[str, pd.Series]:
+    """Partitions of the data to search: each image property (or, for a feature
+    table, each feature) in quantile bins, each metadata column, the class,
+    and (``spec.pairs``) every pair of these."""
+    cols: dict[str, pd.Series] = {}
+    if data.modality == "tabular":
+        cols.update(feature_columns(spec, data))
+    else:
+        for name in spec.properties or list_properties():
+            col = bin_values(properties[name], bins=spec.bins)
+            if col.nunique(dropna=True) >= 2:
+                cols[name] = apply_missing_policy(name, col, "group")
     for name in spec.metadata if spec.metadata is not None else list(data.groups.columns):
+        if name in cols:  # a feature of the table already searched by its values
+            continue
         if name not in data.groups.columns:
             log.warning("Slice metadata column %r is not in dataset %r; skipped", name,
                         data.name)

@@ -60,7 +60,7 @@ def gate_main(args: Sequence[str]) -> int:
     for n, r in zip(names, results, strict=True):
         print(f"{ICONS[r.status]}  {n}: {r.message}")
         if r.status == "fail":
-            for d in r.details[:10]:
+            for d in [d for d in r.details if d not in r.message][:10]:
                 print(f"      {d}")
     failed = sum(r.status == "fail" for r in results)
     print(f"\nrtb gate: {'FAILED' if failed else 'passed'} "
