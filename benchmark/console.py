@@ -108,6 +108,8 @@ def worst_group_table(measurements: Sequence[Measurement], concise: bool = False
     with the lowest worst-group accuracy, up to ``CONCISE_GROUP_ROWS`` rows."""
     best: dict[tuple[int, str, float], dict[str, Measurement]] = {}
     versions: list[str] = []
+    top = {(_version(m), _threat_key(m), m.group_feature): m.value for m in measurements
+           if m.metric == "accuracy_best_group"}
     for m in measurements:
         if m.metric != "accuracy_worst_group":
             continue
@@ -138,7 +140,9 @@ def worst_group_table(measurements: Sequence[Measurement], concise: bool = False
         cells = [label]
         for v in versions:
             w = by_version.get(v)
-            cells.append(f"{w.value:.3f} {w.group_feature}={w.group_value}" if w else "-")
+            tie = w is not None and top.get((v, _threat_key(w), w.group_feature)) == w.value
+            cells.append("-" if w is None else f"{w.value:.3f} all {w.group_feature} tie" if tie
+                         else f"{w.value:.3f} {w.group_feature}={w.group_value}")
         rows.append(cells)
     note = (f"\n{left_out} more threat(s) with higher worst-group accuracy: rtb run -v, "
             "or rtb report" if left_out else "")

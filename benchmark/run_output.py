@@ -35,13 +35,28 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
+#: Loggers whose INFO lines the concise console keeps (a sweep's "job k/N done, ETA").
+KEEP_INFO = ("benchmark.sweep",)
+
+
+class ConciseConsole(logging.Filter):
+    """Passes warnings and worse, and the INFO lines of ``KEEP_INFO``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith(KEEP_INFO)
+
+
 def console_log_level(detailed: bool) -> None:
-    """Console log handlers at INFO when ``detailed``, else WARNING; file
-    handlers (the job's log) are left as they are."""
+    """Console log handlers show the INFO log when ``detailed``, else only
+    warnings (and a sweep's progress); file handlers (the job's log) are left
+    as they are."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(
                 handler, logging.FileHandler):
-            handler.setLevel(logging.INFO if detailed else logging.WARNING)
+            for f in [f for f in handler.filters if isinstance(f, ConciseConsole)]:
+                handler.removeFilter(f)
+            if not detailed:
+                handler.addFilter(ConciseConsole())
 
 
 class TooSmallGroups(logging.Filter):

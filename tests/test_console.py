@@ -152,11 +152,19 @@ def test_console_log_level_leaves_file_handlers(tmp_path: Path) -> None:
     root = logging.getLogger()
     root.addHandler(stream)
     root.addHandler(file)
+    def passes(handler: logging.Handler, name: str, level: int) -> bool:
+        return bool(handler.filter(logging.LogRecord(name, level, "", 0, "m", None, None)))
+
     try:
         console_log_level(False)
-        assert stream.level == logging.WARNING and file.level == logging.NOTSET
+        console_log_level(False)  # idempotent: one filter
+        assert len(stream.filters) == 1 and not file.filters
+        assert not passes(stream, "metrics.slices", logging.INFO)
+        assert passes(stream, "metrics.slices", logging.WARNING)
+        assert passes(stream, "benchmark.sweep", logging.INFO)  # a sweep's progress stays
+        assert passes(file, "metrics.slices", logging.INFO)
         console_log_level(True)
-        assert stream.level == logging.INFO
+        assert passes(stream, "metrics.slices", logging.INFO)
     finally:
         root.removeHandler(stream)
         root.removeHandler(file)
@@ -248,3 +256,13 @@ def test_check_messages_read_well() -> None:
     assert balanced.message == "balanced: each of the 3 classes present has 10 samples."
     skewed = check_class_imbalance(replace(_ctx(d.x, d.y), y=torch.tensor([0] * 20 + [1] * 5 + [2] * 5)))
     assert skewed.message == "largest/smallest class ratio 4.00 (0: 20, 1: 5)."
+
+
+def test_worst_group_names_no_group_when_all_tie() -> None:
+    ms = [_m("v1", "attack", "pgd", 0.3, "accuracy_worst_group", 0.0, "class", "0"),
+          _m("v1", "attack", "pgd", 0.3, "accuracy_best_group", 0.0, "class", "0"),
+          _m("v2", "attack", "pgd", 0.3, "accuracy_worst_group", 0.4, "class", "3"),
+          _m("v2", "attack", "pgd", 0.3, "accuracy_best_group", 0.9, "class", "1")]
+    table = worst_group_table(ms)
+    assert "0.000 all class tie" in table and "class=0" not in table
+    assert "0.400 class=3" in table
