@@ -506,7 +506,11 @@ def verdict_table(df: pd.DataFrame, metric: str = "accuracy") -> Table:
                 row.append("-")
             else:
                 low = w.loc[w["value"].idxmin()]
-                row.append(f"{_fmt(low['value'])} ({low['group_feature']}={low['group_value']})")
+                top = df[(df["metric"] == f"{metric}_best_group") & (df["family"] == "clean")
+                         & (df["series"] == s) & (df["group_feature"] == low["group_feature"])]
+                tie = not top.empty and float(top["value"].max()) == float(low["value"])
+                row.append(f"{_fmt(low['value'])} (all {low['group_feature']} tie)" if tie else
+                           f"{_fmt(low['value'])} ({low['group_feature']}={low['group_value']})")
         rows.append(row)
     note = (f"Worst robust {metric}: the lowest over the attack's budgets (the per-point worst "
             "case at the largest eps)." + (" mCE: lower is better; 1.0 is the baseline version."

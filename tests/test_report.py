@@ -512,8 +512,14 @@ def test_tied_groups_name_no_worst_or_best(tmp_path: Path) -> None:
     tie = [Measurement(model="tiny", version=v, family="clean", threat="clean", param=None,
                        metric="accuracy", value=0.5, n=20, group_feature="site",
                        group_value=g) for v in ("v1", "v2") for g in ("a", "b", "c")]
+    tie += [Measurement(model="tiny", version=v, family="clean", threat="clean", param=None,
+                        metric=f"accuracy_{which}_group", value=0.5, n=20, group_feature="site",
+                        group_value="a") for v in ("v1", "v2") for which in ("worst", "best")]
     run_dir, _ = write_run(tmp_path, corruption=False, groups=False, more=tie)
-    table = build_report(load_runs([str(run_dir)])).groups
+    report = build_report(load_runs([str(run_dir)]))
+    assert report.verdict is not None
+    assert [r[-1] for r in report.verdict.versions.rows] == ["0.500 (all site tie)"] * 2
+    table = report.groups
     assert table is not None
     for row in table.rows:
         assert row[3] == "all 3 tie (0.500)" and row[4] == "-" and row[5] == "0.000"
