@@ -300,6 +300,8 @@ ERROR_CASES = {
     "empty_record": "hold none",
     "no_output_dir": "does not exist",
     "no_run": "Expected a run directory",
+    "unknown_gate": "Unknown rule set 'nosuchrules'",
+    "bad_gate_file": "Cannot parse rules file",
 }
 
 
@@ -310,8 +312,9 @@ def _error_case_args(tmp_path: Path, case: str) -> list[str]:
     (tmp_path / "bad" / "record.json").write_text("{not json")
     (tmp_path / "emptyrec").mkdir()
     (tmp_path / "emptyrec" / "record.json").write_text(json.dumps({"run_id": "x", "measurements": []}))
-    if case == "no_output_dir":
+    if case in ("no_output_dir", "unknown_gate", "bad_gate_file"):
         write_run(tmp_path, run_id="good", corruption=False, groups=False)
+    (tmp_path / "bad.yaml").write_text("rules: [unclosed\n")
     args = {
         "unknown_run": ["nosuchrun"],
         "missing_dir": [str(tmp_path / "missing" / "run")],
@@ -320,6 +323,8 @@ def _error_case_args(tmp_path: Path, case: str) -> list[str]:
         "empty_record": [str(tmp_path / "emptyrec")],
         "no_output_dir": [str(tmp_path / "good"), "-o", str(tmp_path / "nodir" / "r.html")],
         "no_run": [],
+        "unknown_gate": [str(tmp_path / "good"), "--gate", "nosuchrules"],
+        "bad_gate_file": [str(tmp_path / "good"), "--gate", str(tmp_path / "bad.yaml")],
     }[case]
     return ["report", *args, "--store", str(tmp_path / "nostore.sqlite")]
 

@@ -62,6 +62,10 @@ def report_main(args: Sequence[str]) -> int:
     fmt = report_format(ns.output, ns.format)
     out = Path(ns.output or ("report.md" if fmt == "markdown" else "report.html")).expanduser()
     check_report_path(out, fmt)
+    if ns.gate is not None:  # bad rules are refused before any work
+        from benchmark.gate import load_rules
+
+        load_rules(ns.gate)
     runs = load_runs(ns.runs, ns.compare, ns.store)
     report = build_report(runs, ns.compare, ns.title, gate=ns.gate)
     written = write_report(report, out, fmt)
