@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from benchmark.compose import CONF_DIR, to_container
-from benchmark.console import accuracy_table, checks_table, corruption_table, worst_group_table
+from benchmark.console import run_summary
 from benchmark.core.errors import UserError
 from benchmark.schema import parse_run
 
@@ -21,19 +21,22 @@ log = logging.getLogger(__name__)
 
 def task(cfg: DictConfig) -> dict[str, Any]:
     """One job: validate, run, record, show; returns what the sweep callback reads."""
+    from benchmark.run_output import console_log_level, quiet_run, verbose
     from benchmark.runner import run_benchmark
     from benchmark.sweep import JobSkipped, job_for_hydra
 
     logging.getLogger("art").setLevel(logging.WARNING)
+    console_log_level(verbose())
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     try:
         resolved = to_container(cfg)
         spec = parse_run(resolved)
         job = job_for_hydra(spec, hc)
-        result = run_benchmark(spec, out_dir, resolved_config=resolved,
-                               overrides=list(hc.overrides.task),
-                               on_key=job.key_hook, extra=job.record_extra)
+        with quiet_run():
+            result = run_benchmark(spec, out_dir, resolved_config=resolved,
+                                   overrides=list(hc.overrides.task),
+                                   on_key=job.key_hook, extra=job.record_extra)
     except JobSkipped as skipped:
         print(f"skipped: {skipped}")
         return job.skipped(skipped)
@@ -41,14 +44,11 @@ def task(cfg: DictConfig) -> dict[str, Any]:
         print(f"rtb: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     print()
-    print(accuracy_table(result.measurements))
-    if worst := worst_group_table(result.measurements):
-        print(f"\n{worst}")
-    if corruptions := corruption_table(result.measurements):
-        print(f"\n{corruptions}")
-    if result.record.checks:
-        print(f"\n{checks_table(result.record.checks)}")
+    print(run_summary(result.measurements, result.record.checks, detailed=verbose(),
+                      tabular=result.evalset.modality == "tabular"))
     print(f"\nrecord: {out_dir / 'record.json'}")
+    if not verbose():
+        print(f"details: rtb run ... -v, or rtb report {out_dir}")
     return job.result("ran", result.record.run_id, result.record.as_dict())
 
 

@@ -172,12 +172,15 @@ def group_disparity(df: pd.DataFrame, metric: str = "accuracy",
         groups = sorted(set(fr["group_value"].astype(str)), key=_natural_key)
         labels = [_wrap(g) for g in groups]
         widest = max(len(line) for g in labels for line in g.split("\n"))
-        fig, axes = plt.subplots(len(panels), 1,
-                                 figsize=(max(6.0, len(groups) * max(0.42 * len(series), 0.09 * widest)
-                                              + 2), 2.7 * len(panels)),
+        panel_w = max(3.5, len(groups) * max(0.32 * len(series), 0.075 * widest) + 1)
+        ncols = max(1, min(len(panels), int(16 // panel_w)))  # side by side while they fit
+        nrows = math.ceil(len(panels) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols + 1, 2.6 * nrows),
                                  squeeze=False)
         width = 0.8 / max(len(series), 1)
-        for ax, (family, threat, param) in zip(axes[:, 0], panels, strict=True):
+        for ax in axes.flat[len(panels):]:
+            ax.set_visible(False)
+        for ax, (family, threat, param) in zip(axes.flat, panels, strict=False):
             sel = fr[(fr["family"] == family) & (fr["threat"] == threat)]
             sel = sel[sel["param"].isna()] if param is None else sel[sel["param"] == param]
             worst_notes = []
@@ -191,16 +194,19 @@ def group_disparity(df: pd.DataFrame, metric: str = "accuracy",
                 bars = ax.bar(xs, values, width=width, color=colors[s], label=s)
                 if np.isfinite(values).any():
                     w = int(np.nanargmin(values))
+                    if np.nanmax(values) == values[w]:  # every group ties: none is the worst
+                        worst_notes.append(f"{s}: all tie ({values[w]:.2f})")
+                        continue
                     bars[w].set_edgecolor("black")
                     bars[w].set_linewidth(1.6)
                     worst_notes.append(f"{s}: worst {groups[w]} ({values[w]:.2f})")
             ax.set_xticks(range(len(groups)), labels, fontsize=8)
             ax.set_ylim(0, 1.05)
             ax.set_ylabel(metric)
-            ax.set_title(f"{threat_label(family, threat, param)} - " + "; ".join(worst_notes),
-                         fontsize=9)
+            ax.set_title(threat_label(family, threat, param) + "\n" + "; ".join(worst_notes),
+                         fontsize=8)
             ax.grid(axis="y", alpha=0.3)
-        axes[-1][0].set_xlabel(feature)
+            ax.set_xlabel(feature, fontsize=8)
         fig.tight_layout()
         from matplotlib.patches import Patch
 

@@ -14,8 +14,9 @@ import html
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,8 @@ class Table:
     rows: list[list[str]]
     note: str = ""
     classes: list[list[str]] = field(default_factory=list)
+    #: Rows shown when the table is long; the whole table is one click away.
+    brief: list[int] | None = None
 
 
 @dataclass
@@ -62,6 +65,27 @@ class Report:
     groups: Table | None
     checks: Table
     notes: list[str]
+    verdict: Verdict | None = None
+    corruption: Table | None = None
+    fairness: Table | None = None
+    #: True for a feature-table run: the group tables come before the accuracy table.
+    groups_first: bool = False
+    #: The example gallery's HTML section (``benchmark.report_gallery.gallery_section``);
+    #: empty: no gallery section.
+    gallery_html: str = ""
+
+
+@dataclass
+class Verdict:
+    """The box at the top: the gate's result (when rules were given), the
+    headline numbers of each version, and the significant changes."""
+
+    versions: Table
+    changes: list[str]
+    changes_note: str = ""
+    gate_status: str = ""  # "" (no rules) | pass | fail | error
+    gate: Table | None = None
+    gate_note: str = ""
 
 
 # ----------------------------------------------------------------------------- loading
@@ -216,19 +240,28 @@ def group_table(df: pd.DataFrame, metric: str = "accuracy") -> Table | None:
     rows_df = df[(df["metric"] == metric) & (df["group_feature"] != "")]
     if rows_df.empty:
         return None
-    cells = []
+    cells: list[list[str]] = []
     grouped = rows_df.groupby(["group_feature", "family", "threat", "param", "series"],
                               sort=False, dropna=False)
+    top = rows_df.groupby(["family", "threat"], dropna=False)["param"].max()
+    brief = []
     for (feature, family, threat, param, series), sub in grouped:
+        largest = top.get((family, threat))
+        if (isinstance(param, float) and math.isnan(param)) or largest is None or \
+                (isinstance(largest, float) and math.isnan(largest)) or param == largest:
+            brief.append(len(cells))
         worst = sub.loc[sub["value"].idxmin()]
         best = sub.loc[sub["value"].idxmax()]
+        if worst["value"] == best["value"]:  # every group ties: none is worst or best
+            named = [f"all {len(sub)} tie ({_fmt(worst['value'])})", "-"]
+        else:
+            named = [f"{worst['group_value']} ({_fmt(worst['value'])})",
+                     f"{best['group_value']} ({_fmt(best['value'])})"]
         cells.append([str(feature), threat_label(str(family), str(threat), float(param)),
-                      str(series), f"{worst['group_value']} ({_fmt(worst['value'])})",
-                      f"{best['group_value']} ({_fmt(best['value'])})",
-                      _fmt(best["value"] - worst["value"])])
+                      str(series), *named, _fmt(best["value"] - worst["value"])])
     return Table(title="Group disparity", note=f"{metric} of the worst and best group; gap = best - worst.",
                  headers=["group feature", "threat", "version", "worst group", "best group", "gap"],
-                 rows=cells)
+                 rows=cells, brief=brief if len(brief) < len(cells) else None)
 
 
 STATUS_ORDER = {"fail": 0, "warn": 1, "pass": 2}
@@ -264,8 +297,6 @@ def checks_table(runs: Sequence[LoadedRun]) -> Table:
         for i, c in enumerate(r.record.get("checks") or []):
             evidence = c.get("evidence") or {}
             ev = json.dumps(evidence, default=str, sort_keys=True) if evidence else ""
-            if len(ev) > 160:
-                ev = ev[:157] + "..."
             status = str(c.get("status", ""))
             row = [str(c.get("check", "")), status, str(c.get("subject", "")),
                    str(c.get("message", "")), ev]
@@ -315,35 +346,63 @@ def provenance_tables(run: LoadedRun) -> list[Table]:
     ]
 
 
-def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str],
-                  metric: str = "accuracy") -> list[Table]:
-    """``rtb compare`` on the report's runs: each later version against the
-    first, sample by sample (McNemar's exact test for accuracy, Holm-adjusted),
-    from a temporary store holding only these runs."""
-    if len(versions) < 2:
-        return []
+@dataclass
+class Stored:
+    """What the report reads from a temporary store of its runs: the paired
+    comparison tables, the significant changes, and the gate's results."""
+
+    paired: list[Table] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    changes_note: str = ""
+    gate_status: str = ""
+    gate: Table | None = None
+    gate_note: str = ""
+
+
+#: Significant changes the verdict lists before "and N more".
+MAX_CHANGES = 8
+
+
+def stored_analysis(runs: Sequence[LoadedRun], versions: Sequence[str], metric: str = "accuracy",
+                    gate_rules: str | None = None) -> Stored:
+    """``rtb compare`` (and ``rtb gate`` with ``gate_rules``) on the report's
+    runs, from a temporary store holding only these runs: each later version
+    against the first, sample by sample (McNemar's exact test for accuracy,
+    Holm-adjusted)."""
+    out = Stored()
+    if len(versions) < 2 and gate_rules is None:
+        return out
     import tempfile
 
     from benchmark.compare import compare, select_sides
     from benchmark.store import Store
 
-    try:
-        with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "report.sqlite") as store:
-            for r in runs:
-                store.save_run(r.record, r.outcomes())
-            sides = select_sides(store, list(versions), runs=[r.run_id for r in runs])
-            result = compare(store, sides)
-    except UserError as exc:
-        return [Table(title="Paired comparison", headers=[], rows=[],
-                      note=f"No paired comparison: {exc}")]
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "report.sqlite") as store:
+        for r in runs:
+            store.save_run(r.record, r.outcomes())
+        run_ids = [r.run_id for r in runs]
+        if len(versions) >= 2:
+            try:
+                result = compare(store, select_sides(store, list(versions), runs=run_ids))
+            except UserError as exc:
+                out.paired = [Table(title="Paired comparison", headers=[], rows=[],
+                                    note=f"No paired comparison: {exc}")]
+            else:
+                out.paired = _paired_from(result, metric)
+                out.changes, out.changes_note = _significant_changes(result, metric)
+        if gate_rules is not None:
+            _gate_into(out, store, gate_rules, run_ids)
+    return out
+
+
+def _paired_from(result: Any, metric: str) -> list[Table]:
     tables = []
     for cand in result.candidates:
         rows, classes = [], []
         for row in result.rows:
             if row.candidate != cand.key or row.group_feature or row.metric != metric:
                 continue
-            marker = "" if not row.significant else (
-                "better" if row.improved else "worse" if row.improved is False else "changed")
+            marker = _change_word(row)
             ci = "-" if math.isnan(row.ci_low) else f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
             rows.append([row.label, row.metric, _fmt(row.value_baseline),
                          _fmt(row.value_candidate), f"{row.difference:+.3f}", ci, row.test,
@@ -361,10 +420,175 @@ def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str],
     return tables
 
 
+def _change_word(row: Any) -> str:
+    if not row.significant:
+        return ""
+    return "better" if row.improved else "worse" if row.improved is False else "changed"
+
+
+def _significant_changes(result: Any, metric: str) -> tuple[list[str], str]:
+    """One sentence per significant change of ``metric`` over all samples,
+    largest first."""
+    rows = [r for r in result.rows if r.significant and not r.group_feature
+            and r.metric == metric]
+    rows.sort(key=lambda r: -abs(r.difference))
+    lines = [f"{r.candidate} {_change_word(r)} than {r.baseline} under {r.label}: "
+             f"{_fmt(r.value_baseline)} -> {_fmt(r.value_candidate)} ({r.difference:+.3f}, "
+             f"p {result.adjust} {_fmt_p(r.p_adjusted)})" for r in rows[:MAX_CHANGES]]
+    more = len(rows) - MAX_CHANGES
+    note = (f"and {more} more; see the paired comparison below." if more > 0 else
+            "" if rows else f"No significant change in {metric} (alpha={result.alpha:g}, "
+            f"{result.adjust}).")
+    return lines, note
+
+
+def _gate_into(out: Stored, store: Any, rules: str, run_ids: list[str]) -> None:
+    from benchmark.gate import evaluate, load_rules
+
+    try:
+        spec = load_rules(rules)
+        results, _ = evaluate(store, spec, runs=run_ids)
+    except UserError as exc:
+        out.gate_status, out.gate_note = "error", f"The gate {rules!r} was not evaluated: {exc}"
+        return
+    names = [n for n, _ in spec.rules]
+    out.gate_status = "fail" if any(r.status == "fail" for r in results) else "pass"
+    out.gate = Table(title=f"Gate {rules}", headers=["rule", "status", "result"],
+                     rows=[[n, r.status, r.message] for n, r in zip(names, results, strict=True)],
+                     classes=[["", f"status-{r.status}", ""] for r in results])
+
+
+def paired_tables(runs: Sequence[LoadedRun], versions: Sequence[str],
+                  metric: str = "accuracy") -> list[Table]:
+    """The paired comparison tables of ``stored_analysis``."""
+    return stored_analysis(runs, versions, metric).paired
+
+
 def _fmt_p(p: float) -> str:
     if math.isnan(p):
         return "-"
     return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
+
+
+def verdict_table(df: pd.DataFrame, metric: str = "accuracy") -> Table:
+    """Per version: clean accuracy, the worst robust accuracy of each attack
+    (over its budgets), mCE, and the worst clean group accuracy."""
+    from metrics.corruption import SUMMARY_THREAT
+
+    overall = df[df["group_feature"] == ""]
+    series = list(dict.fromkeys(df["series"]))
+    attacks = list(dict.fromkeys(overall[(overall["family"] == "attack")
+                                         & (overall["metric"] == metric)]["threat"]))
+    has_mce = bool(((overall["metric"] == "mce") & (overall["threat"] == SUMMARY_THREAT)).any())
+    worst_rows = df[(df["metric"] == f"{metric}_worst_group") & (df["family"] == "clean")]
+    headers = ["version", f"clean {metric}",
+               *[f"worst under {a}" for a in attacks],
+               *(["mCE"] if has_mce else []),
+               *(["worst group (clean)"] if not worst_rows.empty else [])]
+    rows = []
+    for s in series:
+        mine = overall[overall["series"] == s]
+        clean = mine[(mine["family"] == "clean") & (mine["metric"] == metric)]["value"]
+        row = [s, _fmt(float(clean.iloc[0])) if len(clean) else "-"]
+        for a in attacks:
+            sel = mine[(mine["threat"] == a) & (mine["metric"] == metric)]
+            if sel.empty:
+                row.append("-")
+                continue
+            at = sel.loc[sel["value"].idxmin()]
+            row.append(f"{_fmt(at['value'])} (eps={at['param']:g})")
+        if has_mce:
+            mce = mine[(mine["threat"] == SUMMARY_THREAT) & (mine["metric"] == "mce")]["value"]
+            row.append(_fmt(float(mce.iloc[0])) if len(mce) else "-")
+        if not worst_rows.empty:
+            w = worst_rows[worst_rows["series"] == s]
+            if w.empty:
+                row.append("-")
+            else:
+                low = w.loc[w["value"].idxmin()]
+                top = df[(df["metric"] == f"{metric}_best_group") & (df["family"] == "clean")
+                         & (df["series"] == s) & (df["group_feature"] == low["group_feature"])]
+                tie = not top.empty and float(top["value"].max()) == float(low["value"])
+                row.append(f"{_fmt(low['value'])} (all {low['group_feature']} tie)" if tie else
+                           f"{_fmt(low['value'])} ({low['group_feature']}={low['group_value']})")
+        rows.append(row)
+    note = (f"Worst robust {metric}: the lowest over the attack's budgets (the per-point worst "
+            "case at the largest eps)." + (" mCE: lower is better; 1.0 is the baseline version."
+                                           if has_mce else ""))
+    return Table(title="Headline per version", headers=headers, rows=rows, note=note)
+
+
+#: The CE/mCE metrics of ``metrics.corruption``, in table order, with column names.
+CE_METRICS = {"accuracy_mean": "mean accuracy", "ce": "CE", "relative_ce": "relative CE"}
+
+
+def corruption_ce_table(df: pd.DataFrame) -> Table | None:
+    """Per corruption and version: mean accuracy over the severities, CE and
+    relative CE; last the mCE and relative mCE (Hendrycks & Dietterich)."""
+    from metrics.corruption import SUMMARY_THREAT
+
+    rows_df = df[(df["family"] == "corruption") & df["param"].isna() & (df["group_feature"] == "")]
+    if rows_df.empty:
+        return None
+    series = list(dict.fromkeys(rows_df["series"]))
+    value = {(str(t), str(m), str(s)): float(v) for t, m, s, v in
+             zip(rows_df["threat"], rows_df["metric"], rows_df["series"], rows_df["value"],
+                 strict=True)}
+    present = [m for m in CE_METRICS if any(k[1] == m for k in value)]
+    headers = ["corruption"] + [f"{CE_METRICS[m]} {s}" if len(series) > 1 else CE_METRICS[m]
+                                for m in present for s in series]
+    names = [t for t in dict.fromkeys(rows_df["threat"]) if t != SUMMARY_THREAT]
+    rows = [[t] + [_fmt(value.get((t, m, s))) for m in present for s in series] for t in names]
+    summary = {"accuracy_mean": "mean_error", "ce": "mce", "relative_ce": "relative_mce"}
+    if any(k[0] == SUMMARY_THREAT for k in value):
+        cells = []
+        for m in present:
+            for s in series:
+                v = value.get((SUMMARY_THREAT, summary[m], s))
+                cells.append("-" if v is None else
+                             _fmt(1.0 - v) if m == "accuracy_mean" else _fmt(v))
+        rows.append(["mCE (" + SUMMARY_THREAT + ")"] + cells)
+    definition = next((str(d) for d, m in zip(rows_df["definition"], rows_df["metric"], strict=True)
+                       if m == "mce" and isinstance(d, str)), "")
+    note = ("CE: the version's summed error over the severities divided by the baseline's; "
+            "relative CE subtracts the clean error first; mCE averages CE over the corruptions. "
+            "Lower is better; 1.0 is the baseline." + (f" {definition}." if definition else ""))
+    return Table(title="Corruption error (CE, mCE)", headers=headers, rows=rows, note=note)
+
+
+FAIRNESS_METRICS = ("demographic_parity_difference", "demographic_parity_ratio",
+                    "equalized_odds_difference", "equalized_odds_ratio")
+
+
+def fairness_table(df: pd.DataFrame) -> Table | None:
+    """Fairness differences (with their 95% interval) and ratios per threat,
+    group feature and version; None when the run has none."""
+    rows_df = df[df["metric"].isin(FAIRNESS_METRICS) & (df["group_feature"] != "")]
+    if rows_df.empty:
+        return None
+    present = [m for m in FAIRNESS_METRICS if (rows_df["metric"] == m).any()]
+    rows = []
+    grouped = rows_df.groupby(["family", "threat", "param", "group_feature", "series"],
+                              sort=False, dropna=False)
+    keyed = sorted(grouped, key=lambda kv: (_threat_sort_key(str(kv[0][0]), str(kv[0][1]),
+                                                             float(kv[0][2])), str(kv[0][3])))
+    for (family, threat, param, feature, series), sub in keyed:
+        by = {str(m): r for m, r in zip(sub["metric"], sub.itertuples(), strict=True)}
+        row = [threat_label(str(family), str(threat), float(param)), str(feature), str(series)]
+        for m in present:
+            r = by.get(m)
+            if r is None:
+                row.append("-")
+            elif m.endswith("_difference") and not math.isnan(r.ci_low):
+                row.append(f"{_fmt(r.value)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]")
+            else:
+                row.append(_fmt(r.value))
+        rows.append(row)
+    return Table(title="Fairness between groups",
+                 headers=["threat", "group feature", "version",
+                          *[m.replace("_", " ") for m in present]],
+                 rows=rows, note="Differences: 0 is parity (95% interval in brackets); "
+                                 "ratios: 1 is parity.")
 
 
 def comparability_notes(runs: Sequence[LoadedRun]) -> list[str]:
@@ -378,8 +602,9 @@ def comparability_notes(runs: Sequence[LoadedRun]) -> list[str]:
 
 
 def build_report(runs: Sequence[LoadedRun], compare: Sequence[str] = (),
-                 title: str | None = None) -> Report:
-    """Everything the report shows, computed from the runs' records."""
+                 title: str | None = None, gate: str | None = None) -> Report:
+    """Everything the report shows, computed from the runs' records; ``gate``
+    names release rules (conf/gate/NAME or a YAML path) for the verdict box."""
     from benchmark.plots import all_plots  # matplotlib: loaded only when a report is built
 
     df = measurements_frame(runs, compare)
@@ -392,11 +617,24 @@ def build_report(runs: Sequence[LoadedRun], compare: Sequence[str] = (),
     if title is None:
         title = "rtb report: " + (" vs ".join(series) if len(series) <= 4 else f"{len(series)} versions")
     keys = list(dict.fromkeys(df["key"]))
-    paired = paired_tables(runs, keys) if len(keys) == len(series) else []
-    return Report(title=title, runs=list(runs), series=series, summary=summary_table(df),
-                  paired=paired, plots=all_plots(df), groups=group_table(df), checks=checks_table(runs),
-                  checks_summary=checks_summary(runs),
-                  notes=comparability_notes(runs))
+    stored = (stored_analysis(runs, keys, gate_rules=gate) if len(keys) == len(series)
+              else Stored())
+    if gate is not None and not stored.gate_status:
+        stored.gate_status, stored.gate_note = "error", (
+            f"The gate {gate!r} was not evaluated: one version appears in several runs.")
+    verdict = Verdict(versions=verdict_table(df), changes=stored.changes,
+                      changes_note=stored.changes_note, gate_status=stored.gate_status,
+                      gate=stored.gate, gate_note=stored.gate_note)
+    fairness = fairness_table(df)
+    tabular = fairness is not None or any(
+        (r.record.get("data") or {}).get("modality") == "tabular" for r in runs)
+    report = Report(title=title, runs=list(runs), series=series, summary=summary_table(df),
+                    paired=stored.paired, plots=all_plots(df), groups=group_table(df),
+                    checks=checks_table(runs), checks_summary=checks_summary(runs),
+                    notes=comparability_notes(runs), verdict=verdict,
+                    corruption=corruption_ce_table(df), fairness=fairness, groups_first=tabular)
+    # Section slot: the example gallery (benchmark.report_gallery) fills report.gallery_html.
+    return report
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -404,31 +642,54 @@ def build_report(runs: Sequence[LoadedRun], compare: Sequence[str] = (),
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1f2328;
 background:#f6f8fa}
-main{max-width:1180px;margin:0 auto;padding:24px 32px;background:#fff}
-h1{font-size:1.6em;margin:0 0 4px}h2{border-bottom:1px solid #d0d7de;padding-bottom:4px;
-margin-top:32px}h3{margin-top:20px}
-.meta{color:#57606a;font-size:.9em}
+main{max-width:1180px;margin:0 auto;padding:0 32px 24px;background:#fff}
+h1{font-size:1.6em;margin:0;padding-top:20px}h2{border-bottom:1px solid #d0d7de;
+padding-bottom:4px;margin-top:28px}h3{margin-top:18px}
+section{scroll-margin-top:48px}
+.meta{color:#57606a;font-size:.9em;margin:4px 0}
 table{border-collapse:collapse;margin:8px 0;font-size:.88em}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f6f8fa}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;
+white-space:nowrap}
 td.mono,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em;word-break:break-all}
-.sig-better,.status-pass{background:#dafbe1}.sig-worse{background:#ffebe9;font-weight:600}
+.sig-better{background:#dafbe1}.sig-worse{background:#ffebe9;font-weight:600}
 .status-pass{background:#dafbe1}.status-warn{background:#fff8c5}.status-fail{background:#ffebe9;
-font-weight:600}
-figure{margin:16px 0}figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
+font-weight:600}.status-skip{background:#f6f8fa}
+figure{margin:12px 0}figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
 figcaption{color:#57606a;font-size:.88em}
 .note{color:#57606a;font-size:.88em}.warning{background:#fff8c5;padding:8px;border:1px solid #d4a72c}
-pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:.82em;max-height:480px}
-nav a{margin-right:12px}
+pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:.82em;max-height:480px;margin:4px 0}
+nav.toc{position:sticky;top:0;z-index:1;background:#fff;border-bottom:1px solid #d0d7de;
+padding:8px 0;margin-bottom:8px}nav.toc a{margin-right:14px;color:#0969da;text-decoration:none}
+.verdict{border:2px solid #d0d7de;border-radius:6px;padding:4px 16px 12px;margin-top:12px}
+.verdict h2{border:0;margin-top:8px}.verdict-pass{border-color:#1a7f37}
+.verdict-fail{border-color:#cf222e}.gate{font-size:1.1em;font-weight:600;padding:6px 10px;
+display:inline-block;border-radius:4px}.gate-pass{background:#dafbe1}.gate-fail{background:#ffebe9}
+.gate-error{background:#fff8c5}
+details>summary{cursor:pointer;color:#0969da}td details>summary{color:#57606a}
+ul.changes{margin:4px 0 8px;padding-left:20px}
 """
+
+#: A cell that holds a number (optionally with an interval or a note in brackets).
+NUMBER = re.compile(r"^([+-]?(\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?%?|-)( \[[^\]]*\]| \([^)]*\))?$")
 
 
 def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
+def _is_num(cell: str) -> bool:
+    return bool(NUMBER.match(str(cell)))
+
+
 def _html_table(t: Table, mono_cols: Sequence[int] = ()) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in t.headers)
+    """``t`` as HTML; columns whose cells are all numbers are right-aligned (``num``)."""
+    numeric = {j for j in range(len(t.headers))
+               if t.rows and j > 0 and all(_is_num(r[j]) for r in t.rows if j < len(r))
+               and any(str(r[j]) != "-" for r in t.rows if j < len(r))}
+    num_attr = ' class="num"'
+    head = "".join(f"<th{num_attr if j in numeric else ''}>{_e(h)}</th>"
+                   for j, h in enumerate(t.headers))
     body = []
     for i, row in enumerate(t.rows):
         cls_row = t.classes[i] if i < len(t.classes) else []
@@ -437,6 +698,8 @@ def _html_table(t: Table, mono_cols: Sequence[int] = ()) -> str:
             cls = [cls_row[j]] if j < len(cls_row) and cls_row[j] else []
             if j in mono_cols:
                 cls.append("mono")
+            if j in numeric:
+                cls.append("num")
             attr = f' class="{" ".join(cls)}"' if cls else ""
             cells.append(f"<td{attr}>{_e(cell)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -446,6 +709,24 @@ def _html_table(t: Table, mono_cols: Sequence[int] = ()) -> str:
     return table + note
 
 
+#: A table longer than this shows its brief rows, the rest behind a click.
+LONG_TABLE = 12
+
+
+def _html_long_table(t: Table, mono_cols: Sequence[int] = ()) -> str:
+    """``t``, or its brief rows with the whole table in a ``<details>`` when long."""
+    if t.brief is None or len(t.rows) <= LONG_TABLE:
+        return _html_table(t, mono_cols)
+    pick = [i for i in t.brief if i < len(t.rows)]
+    short = Table(title=t.title, headers=t.headers, rows=[t.rows[i] for i in pick],
+                  classes=[t.classes[i] for i in pick if i < len(t.classes)],
+                  note=f"{t.note} Clean and each threat at its largest budget or severity; "
+                       "every threat below.".strip())
+    whole = replace(t, note="")
+    return (_html_table(short, mono_cols) + f"<details><summary>All {len(t.rows)} rows</summary>"
+            + _html_table(whole, mono_cols) + "</details>")
+
+
 def _html_plot(p: Plot) -> str:
     data = base64.b64encode(p.png).decode("ascii")
     return (f'<figure id="fig-{_e(p.key)}"><img class="plot" data-plot="{_e(p.key)}" '
@@ -453,46 +734,150 @@ def _html_plot(p: Plot) -> str:
             f'src="data:image/png;base64,{data}"><figcaption>{_e(p.caption)}</figcaption></figure>')
 
 
+def _html_verdict(v: Verdict) -> str:
+    status = v.gate_status or "none"
+    parts = [f'<section id="verdict" class="verdict verdict-{status}"><h2>Verdict</h2>']
+    if v.gate_status:
+        label = {"pass": "PASS", "fail": "FAIL", "error": "NOT EVALUATED"}[v.gate_status]
+        title = v.gate.title if v.gate else "Gate"
+        parts.append(f'<p class="gate gate-{v.gate_status}">{_e(title)}: {label}</p>')
+        if v.gate is not None:
+            n_fail = sum(r[1] == "fail" for r in v.gate.rows)
+            parts.append(f"<details{' open' if n_fail else ''}><summary>{len(v.gate.rows)} "
+                         f"rule(s), {n_fail} failed</summary>{_html_table(v.gate)}</details>")
+        if v.gate_note:
+            parts.append(f'<p class="note">{_e(v.gate_note)}</p>')
+    parts.append(_html_table(v.versions))
+    if v.changes or v.changes_note:
+        parts.append("<h3>Significant changes</h3>")
+        if v.changes:
+            parts.append('<ul class="changes">' + "".join(f"<li>{_e(c)}</li>" for c in v.changes)
+                         + "</ul>")
+        if v.changes_note:
+            parts.append(f'<p class="note">{_e(v.changes_note)}</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+#: Check statuses in the order the report groups them; failures and warnings open.
+CHECK_GROUPS = (("fail", True), ("warn", True), ("pass", False))
+
+
+def _html_checks(t: Table) -> str:
+    """The check rows grouped by status, each group collapsible and every
+    evidence collapsed into its own ``<details>``."""
+    if not t.rows:
+        return f'<p class="note">{_e(t.note)}</p>' if t.note else ""
+    extra = t.headers[5:]  # the run column, with several runs
+    out = []
+    known = [g for g, _ in CHECK_GROUPS]
+    groups = [*CHECK_GROUPS, *[(st, True) for st in dict.fromkeys(r[1] for r in t.rows)
+                               if st not in known]]
+    for status, is_open in groups:
+        rows = [r for r in t.rows if r[1] == status]
+        if not rows:
+            continue
+        head = "".join(f"<th>{_e(h)}</th>" for h in ["check", "subject", "message", "evidence",
+                                                     *extra])
+        body = []
+        for r in rows:
+            check, _, subject, message, evidence, *rest = r
+            ev = ""
+            if evidence:
+                pretty = json.dumps(json.loads(evidence), indent=1, sort_keys=True)
+                ev = f"<details><summary>evidence</summary><pre>{_e(pretty)}</pre></details>"
+            body.append(f"<tr><td>{_e(check)}</td><td>{_e(subject)}</td><td>{_e(message)}</td>"
+                        f"<td>{ev}</td>" + "".join(f"<td>{_e(x)}</td>" for x in rest) + "</tr>")
+        out.append(f'<details class="checks-{status}"{" open" if is_open else ""}>'
+                   f'<summary class="status-{status}">{_e(status)} ({len(rows)})</summary>'
+                   f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+                   "</details>")
+    return "".join(out)
+
+
+def _sections(report: Report) -> list[tuple[str, str]]:
+    """(anchor, title) of every section the report shows, in page order."""
+    groups = [("groups", "Groups")] if report.groups or report.fairness else []
+    out = [("verdict", "Verdict")] if report.verdict else []
+    out += groups if report.groups_first else []
+    out += [("summary", "Accuracy")]
+    out += [("paired", "Paired comparison")] if report.paired else []
+    out += [("corruption", "CE / mCE")] if report.corruption else []
+    out += [("plots", "Plots")]
+    out += groups if not report.groups_first else []
+    out += [("gallery", "Examples")] if report.gallery_html else []
+    return out + [("checks", "Checks"), ("provenance", "Provenance")]
+
+
 def render_html(report: Report) -> str:
     """The report as one HTML document with everything inline."""
+    sections = _sections(report)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(report.title)}</title><style>{CSS}</style></head><body><main>",
-        f"<h1>{_e(report.title)}</h1>",
+        f'<h1 id="top">{_e(report.title)}</h1>',
         '<p class="meta">' + " &middot; ".join(
             f"run {_e(r.run_id)} ({_e((r.record.get('data') or {}).get('name', ''))}, "
             f"n={_e((r.record.get('data') or {}).get('n', ''))}, finished {_e(r.record.get('finished', ''))})"
             for r in report.runs) + "</p>",
-        '<nav><a href="#summary">Summary</a><a href="#plots">Plots</a>'
-        + ('<a href="#groups">Groups</a>' if report.groups else "")
-        + '<a href="#checks">Checks</a><a href="#provenance">Provenance</a></nav>',
+        '<nav class="toc">' + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in sections)
+        + "</nav>",
     ]
     parts += [f'<p class="warning">{_e(n)}</p>' for n in report.notes]
-    parts += ['<h2 id="summary">' + _e(report.summary.title) + "</h2>",
-              _html_table(report.summary)]
-    for t in report.paired:
-        parts += [f"<h3>{_e(t.title)}</h3>", _html_table(t)]
-    parts.append('<h2 id="plots">Plots</h2>')
-    for p in report.plots:
-        parts += [f"<h3>{_e(p.title)}</h3>", _html_plot(p)]
-    if not report.plots:
-        parts.append('<p class="note">No measurements to plot.</p>')
+    body: dict[str, list[str]] = {}
+    if report.verdict:
+        body["verdict"] = [_html_verdict(report.verdict)]
+    groups = ["<h2>Groups</h2>"]
+    if report.fairness:
+        groups += [f"<h3>{_e(report.fairness.title)}</h3>", _html_long_table(report.fairness)]
     if report.groups:
-        parts += [f'<h2 id="groups">{_e(report.groups.title)}</h2>', _html_table(report.groups)]
-    parts += [f'<h2 id="checks">{_e(report.checks.title)}</h2>',
-              _html_table(report.checks_summary), _html_table(report.checks, mono_cols=(4,))]
-    parts.append('<h2 id="provenance">Provenance</h2>')
+        groups += [f"<h3>{_e(report.groups.title)}</h3>", _html_long_table(report.groups)]
+    body["groups"] = groups
+    body["summary"] = [f"<h2>{_e(report.summary.title)}</h2>", _html_table(report.summary)]
+    paired = ["<h2>Paired comparison</h2>"]
+    for t in report.paired:
+        paired += [f"<h3>{_e(t.title)}</h3>", _html_table(t)]
+    body["paired"] = paired
+    if report.corruption:
+        body["corruption"] = [f"<h2>{_e(report.corruption.title)}</h2>",
+                              _html_table(report.corruption)]
+    plots = ["<h2>Plots</h2>"]
+    group_plots = [p for p in report.plots if p.key.startswith("groups-")]
+    for p in report.plots:
+        if p in group_plots[1:]:
+            continue
+        plots += [f"<h3>{_e(p.title)}</h3>", _html_plot(p)]
+    if len(group_plots) > 1:  # one group feature's figure shown, the others a click away
+        more = ", ".join(p.title.split(": ", 1)[-1] for p in group_plots[1:])
+        plots.append(f"<details><summary>Group disparity of the other features: {_e(more)}"
+                     "</summary>" + "".join(f"<h3>{_e(p.title)}</h3>{_html_plot(p)}"
+                                            for p in group_plots[1:]) + "</details>")
+    if not report.plots:
+        plots.append('<p class="note">No measurements to plot.</p>')
+    body["plots"] = plots
+    body["gallery"] = [report.gallery_html]  # the example gallery's section slot
+    body["checks"] = [f"<h2>{_e(report.checks.title)}</h2>", _html_table(report.checks_summary),
+                      _html_checks(report.checks)]
+    prov = ["<h2>Provenance</h2>"]
     for run in report.runs:
         tables = provenance_tables(run)
-        parts += [f"<h3>{_e(tables[0].title)}</h3>", _html_table(tables[0], mono_cols=(1,))]
-        for t in tables[1:]:
-            parts += [f"<h4>{_e(t.title)}</h4>", _html_table(t, mono_cols=(1,))]
+        prov += [f"<h3>{_e(tables[1].title)}</h3>", _html_table(tables[1], mono_cols=(1, 2))]
+        prov.append(f"<details><summary>{_e(tables[0].title)}: config hash, data fingerprint, "
+                    f"git commit, platform</summary>{_html_table(tables[0], mono_cols=(1,))}"
+                    "</details>")
+        for t in tables[2:]:
+            prov.append(f"<details><summary>{_e(t.title)}</summary>"
+                        f"{_html_table(t, mono_cols=(1,))}</details>")
         config = json.dumps(run.record.get("config") or {}, indent=2, sort_keys=True, default=str)
-        parts.append(f"<details><summary>Resolved config</summary><pre>{_e(config)}</pre></details>")
+        prov.append(f"<details><summary>Resolved config</summary><pre>{_e(config)}</pre></details>")
+    body["provenance"] = prov
+    for anchor, _ in sections:
+        parts.append(f'<section id="{anchor}">' + "\n".join(body[anchor]) + "</section>"
+                     if anchor != "verdict" else "\n".join(body[anchor]))
     parts.append('<p class="meta">Generated by rtb report from recorded results; no model was '
-                 "run to make it.</p></main></body></html>")
+                 'run to make it. <a href="#top">Back to top</a></p></main></body></html>')
     return "\n".join(parts)
 
 
@@ -523,16 +908,34 @@ def render_markdown(report: Report, assets: Path, link_prefix: str) -> str:
             for r in report.runs]
     out.append("")
     out += [f"> **Note:** {n}\n" for n in report.notes]
+    if report.verdict:
+        v = report.verdict
+        out += ["## Verdict", ""]
+        if v.gate_status:
+            out += [f"**{v.gate.title if v.gate else 'Gate'}: {v.gate_status.upper()}**", ""]
+            out += [_md_table(v.gate)] if v.gate else []
+            out += [f"_{v.gate_note}_", ""] if v.gate_note else []
+        out += [_md_table(v.versions)]
+        if v.changes or v.changes_note:
+            out += ["### Significant changes", "", *[f"- {c}" for c in v.changes], ""]
+            out += [f"_{v.changes_note}_", ""] if v.changes_note else []
+    group_md = []
+    if report.fairness:
+        group_md += [f"## {report.fairness.title}", "", _md_table(report.fairness)]
+    if report.groups:
+        group_md += [f"## {report.groups.title}", "", _md_table(report.groups)]
+    out += group_md if report.groups_first else []
     out += [f"## {report.summary.title}", "", _md_table(report.summary)]
     for t in report.paired:
         out += [f"### {t.title}", "", _md_table(t)]
+    if report.corruption:
+        out += [f"## {report.corruption.title}", "", _md_table(report.corruption)]
     out += ["## Plots", ""]
     for p in report.plots:
         (assets / f"{p.key}.png").write_bytes(p.png)
         out += [f"### {p.title}", "", f"![{p.title}]({link_prefix}/{p.key}.png)", "",
                 f"_{p.caption}_", ""]
-    if report.groups:
-        out += [f"## {report.groups.title}", "", _md_table(report.groups)]
+    out += group_md if not report.groups_first else []
     out += [f"## {report.checks.title}", "", _md_table(report.checks_summary),
             _md_table(report.checks), "## Provenance", ""]
     for run in report.runs:

@@ -27,7 +27,15 @@ from attacks.corruption_suite import suite_outcomes, suite_steps
 from benchmark.core.errors import ConfigError
 from benchmark.core.forward import predict_finite
 from benchmark.core.specs import AttackSpec, RunSpec
-from benchmark.core.types import CheckResult, EvalSet, Measurement, ModelUnderTest, Outcome, Threat
+from benchmark.core.types import (
+    CheckResult,
+    EvalSet,
+    Measurement,
+    ModelUnderTest,
+    Outcome,
+    Threat,
+    threat_label,
+)
 from benchmark.data import load_evalset
 from benchmark.models import load_model, resolve_device
 from benchmark.pieces import clear_pieces, load_pieces, save_piece
@@ -142,6 +150,8 @@ class Piece:
     label: str
     steps: int
     outcomes: Callable[[Callable[[], None]], Iterator[Outcome]]
+    #: The threat each progress step evaluates, for the bar's postfix (default: ``label``).
+    step_labels: tuple[str, ...] = ()
 
 
 def clean_piece(spec: RunSpec, model: ModelUnderTest, data: EvalSet) -> Piece:
@@ -164,16 +174,20 @@ def threat_pieces(spec: RunSpec, model: ModelUnderTest, data: EvalSet,
                               on_step=on_step)
 
     for a in spec.attacks.values():
-        yield Piece(f"{model.key}--attack--{a.name}", a.name, len(a.eps), partial(attack, a))
+        yield Piece(f"{model.key}--attack--{a.name}", a.name, len(a.eps), partial(attack, a),
+                    tuple(threat_label("attack", a.name, float(e)) for e in a.eps))
     suites = (("corruptions", spec.corruption, None), ("faults", None, spec.fault))
     for kind, corruption, fault in suites:
         suite = corruption or fault
         if suite is None:
             continue
+        labels = (tuple(threat_label("corruption", c, float(sev)) for c in corruption.corruptions
+                        for sev in corruption.severities) if corruption is not None
+                  else tuple(f.name for f in fault.faults) if fault is not None else ())
         yield Piece(f"{model.key}--{kind}--{suite.name}", f"{kind} {suite.name}",
                     suite_steps(corruption, fault),
                     partial(suite_outcomes, corruption, fault, model, data, spec.batch_size,
-                            spec.seed, spec.models))
+                            spec.seed, spec.models), labels)
 
 
 def run_pieces(spec: RunSpec, models: list[ModelUnderTest], data: EvalSet, out_dir: Path,
@@ -186,11 +200,20 @@ def run_pieces(spec: RunSpec, models: list[ModelUnderTest], data: EvalSet, out_d
         log.info("Reusing %d finished piece(s) from %s", len(done), out_dir)
 
     def run(piece: Piece, model: ModelUnderTest) -> list[Outcome]:
-        bar.set_postfix_str(f"{model.key} {piece.label}")
+        labels = piece.step_labels or (piece.label,)
+        bar.set_postfix_str(f"{model.key} {labels[0]}")
         if piece.id in done:
             bar.update(piece.steps)
             return done[piece.id]
-        got = list(piece.outcomes(lambda: bar.update(1)))
+        step = [0]
+
+        def on_step() -> None:  # the postfix names the threat the next step evaluates
+            bar.update(1)
+            step[0] += 1
+            if step[0] < len(labels):
+                bar.set_postfix_str(f"{model.key} {labels[step[0]]}")
+
+        got = list(piece.outcomes(on_step))
         save_piece(out_dir, piece.id, key, got)
         return got
 

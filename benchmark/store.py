@@ -680,8 +680,10 @@ class Store:
                     f"The results store {str(self.path)!r} has schema version {current}, newer "
                     f"than this rtb understands ({SCHEMA_VERSION}); upgrade rtb."
                 )
+            # a fresh store is created, not migrated: only an existing one's upgrade is news
+            say = log.info if current > 0 else log.debug
             for version in range(current, SCHEMA_VERSION):
-                log.info("Migrating store %s to schema version %d", self.path, version + 1)
+                say("Migrating store %s to schema version %d", self.path, version + 1)
                 MIGRATIONS[version](conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -1082,6 +1084,18 @@ EXPORT_FORMATS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
 }
 
 
+def _empty_text_as_missing(df: pd.DataFrame) -> pd.DataFrame:
+    """Empty strings (no group feature, no group value) as missing values: CSV
+    cannot tell "" from a missing value, so both formats write them missing."""
+    df = df.copy()
+    for col in df.columns:
+        if pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col]):
+            empty = df[col].eq("").fillna(False).astype(bool)
+            if empty.any():
+                df[col] = df[col].astype(object).where(~empty, None)
+    return df
+
+
 def export(store: Store, table: str, path: str | os.PathLike[str], fmt: str | None = None,
            run_ids: Sequence[str] | None = None) -> int:
     """Write one table to CSV or Parquet (format from ``fmt`` or the suffix); returns rows."""
@@ -1092,7 +1106,7 @@ def export(store: Store, table: str, path: str | os.PathLike[str], fmt: str | No
             f"Expected an export format in: {', '.join(EXPORT_FORMATS)} (from --format or the "
             f"file suffix), but got {fmt!r}."
         )
-    df = store.frame(table, run_ids)
+    df = _empty_text_as_missing(store.frame(table, run_ids))
     path.parent.mkdir(parents=True, exist_ok=True)
     EXPORT_FORMATS[fmt](df, path)
     return len(df)

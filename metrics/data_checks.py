@@ -174,8 +174,11 @@ def check_input_range(ctx: DataContext, *, tolerance: float = 1e-6,
     vmax = float(x[finite].max()) if bool(finite.any()) else math.nan
     evidence: dict[str, Any] = {"range": [lo, hi], "min": vmin, "max": vmax, "n_values": n_out}
     if n_out == 0:
+        span = f"[{vmin:.3g}, {vmax:.3g}]"
+        bounds = f"[{lo:g}, {hi:g}]"
         return CheckResult("input_range", "pass",
-                           f"values lie in [{vmin:.3g}, {vmax:.3g}] within [{lo:g}, {hi:g}].",
+                           f"values span the whole input range {bounds}." if span == bounds
+                           else f"values lie in {span}, inside the input range {bounds}.",
                            evidence)
     samples = np.flatnonzero(outside.reshape(len(x), -1).any(1).numpy())
     fraction = n_out / max(1, int(finite.sum()))
@@ -469,6 +472,9 @@ def check_class_imbalance(ctx: DataContext, *, warn_ratio: float = 3.0,
                 "ratio": ratio, "largest": ctx.classes[int(np.argmax(counts))],
                 "smallest": ctx.classes[int(np.flatnonzero(counts == present.min())[0])]}
     status = _graded(ratio, warn_ratio, fail_ratio)
+    if present.max() == present.min():  # balanced: no class is the largest or the smallest
+        return CheckResult(name, status, f"balanced: each of the {len(present)} classes present "
+                           f"has {present.max()} samples.", evidence)
     return CheckResult(name, status,
                        f"largest/smallest class ratio {ratio:.2f} ({evidence['largest']}: "
                        f"{present.max()}, {evidence['smallest']}: {present.min()}).", evidence)

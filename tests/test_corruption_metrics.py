@@ -234,7 +234,7 @@ def test_cli_run_reports_corruptions_mce_and_faults(tiny_files: tuple[Path, Path
             "corruption.corruptions=[glass_blur,fog,contrast,speckle_noise]",
             "corruption.baseline=tiny@v1", "corruption.severities=[1,5]", "fault=all",
             "attack.fgsm.eps=[0.1]", "store=null"]
-    res = run_cli("run", *args)
+    res = run_cli("run", *args, "-v")  # -v: every severity (the default shows their mean)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "contrast severity=5" in res.stdout and "nan_values" in res.stdout
     record, outcomes = _record(tmp_path)
@@ -259,7 +259,7 @@ def test_cli_run_all_corruptions(tiny_files: tuple[Path, Path], run_cli,
     ckpt, npz = tiny_files
     args = [*tiny_overrides(ckpt, npz), "corruption=all", "corruption.baseline=tiny@v1",
             "attack.fgsm.eps=[0.1]", "store=null"]
-    res = run_cli("run", *args)
+    res = run_cli("run", *args, "-v")  # -v: every severity (the default shows their mean)
     assert res.returncode == 0, res.stderr[-2000:]
     record, outcomes = _record(tmp_path)
     assert len(outcomes[outcomes.family == "corruption"]) == 19 * 5 * 30

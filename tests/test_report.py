@@ -22,7 +22,7 @@ from benchmark import store as store_mod
 from benchmark.cli import main
 from benchmark.core.types import CheckResult, Measurement, Outcome, Threat
 from benchmark.record import RunRecord, write_record
-from benchmark.report_html import build_report, load_runs
+from benchmark.report_html import build_report, load_runs, render_html
 from metrics.robustness import accuracy_measurements
 
 N = 60
@@ -64,13 +64,19 @@ def group_measurements(outcomes: list[Outcome], feature: str, groups: np.ndarray
 def write_run(root: Path, *, versions: tuple[str, ...] = ("v1", "v2"), seed: int = 0,
               corruption: bool = True, groups: bool = True, checks: bool = True,
               fingerprint: str = "f" * 64, run_id: str | None = None,
-              extra: dict | None = None, root_dir: Path | None = None
+              extra: dict | None = None, root_dir: Path | None = None,
+              more: list[Measurement] | None = None, ce: bool = False
               ) -> tuple[Path, list[Outcome]]:
-    """A run directory written by the real record writer."""
+    """A run directory written by the real record writer; ``ce`` adds the
+    corruption CE/mCE rows (baseline tiny@v1), ``more`` any other rows."""
     rng = np.random.default_rng(seed)
     outcomes = [o for i, v in enumerate(versions)
                 for o in _outcomes(v, 0.6 + 0.3 * i, rng, corruption)]
-    measurements = accuracy_measurements(outcomes)
+    measurements = accuracy_measurements(outcomes) + list(more or [])
+    if ce:
+        from metrics.corruption import corruption_measurements
+
+        measurements += corruption_measurements(outcomes, f"tiny@{versions[0]}")
     if groups:
         measurements += group_measurements(outcomes, "class", np.arange(N) % CLASSES)
         measurements += group_measurements(outcomes, "brightness", np.where(np.arange(N) < 20,
@@ -294,6 +300,8 @@ ERROR_CASES = {
     "empty_record": "hold none",
     "no_output_dir": "does not exist",
     "no_run": "Expected a run directory",
+    "unknown_gate": "Unknown rule set 'nosuchrules'",
+    "bad_gate_file": "Cannot parse rules file",
 }
 
 
@@ -304,8 +312,9 @@ def _error_case_args(tmp_path: Path, case: str) -> list[str]:
     (tmp_path / "bad" / "record.json").write_text("{not json")
     (tmp_path / "emptyrec").mkdir()
     (tmp_path / "emptyrec" / "record.json").write_text(json.dumps({"run_id": "x", "measurements": []}))
-    if case == "no_output_dir":
+    if case in ("no_output_dir", "unknown_gate", "bad_gate_file"):
         write_run(tmp_path, run_id="good", corruption=False, groups=False)
+    (tmp_path / "bad.yaml").write_text("rules: [unclosed\n")
     args = {
         "unknown_run": ["nosuchrun"],
         "missing_dir": [str(tmp_path / "missing" / "run")],
@@ -314,6 +323,8 @@ def _error_case_args(tmp_path: Path, case: str) -> list[str]:
         "empty_record": [str(tmp_path / "emptyrec")],
         "no_output_dir": [str(tmp_path / "good"), "-o", str(tmp_path / "nodir" / "r.html")],
         "no_run": [],
+        "unknown_gate": [str(tmp_path / "good"), "--gate", "nosuchrules"],
+        "bad_gate_file": [str(tmp_path / "good"), "--gate", str(tmp_path / "bad.yaml")],
     }[case]
     return ["report", *args, "--store", str(tmp_path / "nostore.sqlite")]
 
@@ -412,3 +423,136 @@ def test_group_panels_show_clean_then_the_hardest_threats() -> None:
     assert _disparity_panels(frame, 3) == [("clean", "clean", None), ("corruption", "fog", 3.0),
                                            ("attack", "fgsm", 0.3)]
     assert len(_disparity_panels(frame, 10)) == 4
+
+
+# ----------------------------------------------------------------------------- verdict & layout
+
+def _cells(text: str, cls: str) -> list[str]:
+    return re.findall(rf'<td class="{cls}">([^<]*)</td>', text)
+
+
+def test_verdict_box_recomputes_from_outcomes(tmp_path: Path) -> None:
+    run_dir, outcomes = write_run(tmp_path, corruption=True, ce=True)
+    report = build_report(load_runs([str(run_dir)]))
+    v = report.verdict
+    assert v is not None and v.gate_status == ""
+    assert v.versions.headers == ["version", "clean accuracy", "worst under fgsm",
+                                  "worst under pgd_linf", "mCE"]
+    rows = {r[0]: r for r in v.versions.rows}
+    classes = np.arange(N) % CLASSES
+    for version in ("v1", "v2"):
+        mine = [o for o in outcomes if o.version == version]
+        clean = next(o for o in mine if o.threat.family == "clean")
+        row = rows[f"tiny@{version}"]
+        assert row[1] == f"{clean.correct.mean():.3f}"
+        for col, attack in ((2, "fgsm"), (3, "pgd_linf")):
+            acc = {o.threat.param: o.correct.mean() for o in mine if o.threat.name == attack}
+            worst = min(acc, key=acc.__getitem__)
+            assert row[col] == f"{acc[worst]:.3f} (eps={worst:g})"
+        # mCE by hand: per corruption, summed errors over the severities / the baseline's
+        err = {(o.version, o.threat.name, o.threat.param): 1 - o.correct.mean()
+               for o in outcomes if o.threat.family == "corruption"}
+        ces = [sum(err[(version, c, s)] for s in (1.0, 2.0, 3.0))
+               / sum(err[("v1", c, s)] for s in (1.0, 2.0, 3.0))
+               for c in ("gaussian_noise", "brightness")]
+        assert row[4] == f"{np.mean(ces):.3f}"
+    assert classes is not None
+    # the significant changes are the paired table's significant rows
+    marked = [r for r in report.paired[0].rows if r[-1]]
+    assert len(v.changes) == min(len(marked), 8)
+    for line in v.changes:
+        assert any(f"under {r[0]}: " in line and r[-1] in line for r in marked), line
+    # CE table: one row per corruption and the mCE row
+    ce = report.corruption
+    assert ce is not None and [r[0] for r in ce.rows] == ["gaussian_noise", "brightness",
+                                                          "mCE (all corruptions)"]
+
+
+def test_gate_result_in_the_verdict(tmp_path: Path) -> None:
+    run_dir, outcomes = write_run(tmp_path, corruption=False)
+    clean_v2 = next(o for o in outcomes if o.version == "v2" and o.threat.family == "clean")
+    acc = clean_v2.correct.mean()
+    for floor, expected in ((acc - 0.05, "pass"), (acc + 0.05, "fail")):
+        rules = tmp_path / f"gate-{expected}.yaml"
+        rules.write_text(f"baseline: tiny@v1\ncandidates: [tiny@v2]\nrules:\n"
+                         f"  - floor: {{threat: clean, metric: accuracy, min: {floor:.4f}}}\n")
+        out = tmp_path / f"{expected}.html"
+        assert main(["report", str(run_dir), "--gate", str(rules), "-o", str(out)]) == 0
+        text = out.read_text()
+        assert f'<p class="gate gate-{expected}">' in text
+        assert text.index('id="verdict"') < text.index('id="summary"')
+    bad = tmp_path / "other.yaml"
+    bad.write_text("baseline: zzz@v1\ncandidates: [zzz@v2]\nrules:\n"
+                   "  - floor: {threat: clean, metric: accuracy, min: 0.5}\n")
+    report = build_report(load_runs([str(run_dir)]), gate=str(bad))
+    assert report.verdict is not None and report.verdict.gate_status == "error"
+    assert "was not evaluated" in report.verdict.gate_note
+
+
+def test_numbers_are_right_aligned_and_checks_grouped(tmp_path: Path) -> None:
+    run_dir, outcomes = write_run(tmp_path)
+    out = tmp_path / "r.html"
+    assert main(["report", str(run_dir), "-o", str(out)]) == 0
+    text = out.read_text()
+    nums = _cells(text, "num")
+    clean_v1 = next(o for o in outcomes if o.version == "v1" and o.threat.family == "clean")
+    assert f"{clean_v1.correct.mean():.3f}" in nums  # a verdict / paired cell
+    assert all(re.match(r"^[+-]?[\d.e+-]+%?( [\[(].*)?$|^-$", c) for c in nums), nums[:20]
+    assert not any(c in ("clean", "fgsm eps=0.1") for c in nums)
+    # checks: one collapsible group per status, failures open, evidence collapsed
+    assert '<details class="checks-fail" open>' in text
+    assert '<details class="checks-pass">' in text
+    assert "<details><summary>evidence</summary><pre>" in text
+    assert '&quot;samples&quot;: [' in text  # the warn check's evidence, whole, inside its <details>
+    # every section the nav names exists, in order
+    doc = parse_html(text)
+    nav = [a["href"][1:] for t, a in doc.tags if t == "a" and a.get("href", "").startswith("#")
+           and a["href"] != "#top"]
+    ids = [a["id"] for t, a in doc.tags if t == "section" and "id" in a]
+    assert nav == ids
+    assert nav[:2] == ["verdict", "summary"] and "gallery" not in nav
+
+
+def test_tied_groups_name_no_worst_or_best(tmp_path: Path) -> None:
+    tie = [Measurement(model="tiny", version=v, family="clean", threat="clean", param=None,
+                       metric="accuracy", value=0.5, n=20, group_feature="site",
+                       group_value=g) for v in ("v1", "v2") for g in ("a", "b", "c")]
+    tie += [Measurement(model="tiny", version=v, family="clean", threat="clean", param=None,
+                        metric=f"accuracy_{which}_group", value=0.5, n=20, group_feature="site",
+                        group_value="a") for v in ("v1", "v2") for which in ("worst", "best")]
+    run_dir, _ = write_run(tmp_path, corruption=False, groups=False, more=tie)
+    report = build_report(load_runs([str(run_dir)]))
+    assert report.verdict is not None
+    assert [r[-1] for r in report.verdict.versions.rows] == ["0.500 (all site tie)"] * 2
+    table = report.groups
+    assert table is not None
+    for row in table.rows:
+        assert row[3] == "all 3 tie (0.500)" and row[4] == "-" and row[5] == "0.000"
+
+
+def test_tabular_report_shows_groups_and_fairness_first(tmp_path: Path) -> None:
+    more = [Measurement(model="tiny", version=v, family="clean", threat="clean", param=None,
+                        metric=metric, value=value, n=60, group_feature="sex", group_value="",
+                        ci_low=value - 0.05, ci_high=value + 0.05)
+            for v in ("v1", "v2") for metric, value in
+            (("demographic_parity_difference", 0.2), ("equalized_odds_ratio", 0.7))]
+    run_dir, _ = write_run(tmp_path, corruption=False, more=more)
+    report = build_report(load_runs([str(run_dir)]))
+    assert report.groups_first and report.fairness is not None
+    assert report.fairness.rows[0] == ["clean", "sex", "tiny@v1", "0.200 [0.150, 0.250]", "0.700"]
+    text = render_html(report)
+    assert text.index('<section id="groups">') < text.index('<section id="summary">')
+    assert "Fairness between groups" in text
+    plain, _ = write_run(tmp_path / "img", corruption=False)
+    image = build_report(load_runs([str(plain)]))
+    assert not image.groups_first and image.fairness is None
+
+
+def test_gallery_slot(tmp_path: Path) -> None:
+    run_dir, _ = write_run(tmp_path, corruption=False, groups=False)
+    report = build_report(load_runs([str(run_dir)]))
+    report.gallery_html = "<h2>Examples</h2><p>grid</p>"
+    text = render_html(report)
+    assert '<a href="#gallery">Examples</a>' in text
+    assert '<section id="gallery"><h2>Examples</h2><p>grid</p></section>' in text
+    assert text.index('id="gallery"') < text.index('id="checks"')

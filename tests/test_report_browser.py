@@ -60,6 +60,8 @@ window.addEventListener('load', function () {
   pre.id = 'rtb-browser-check';
   pre.textContent = JSON.stringify({
     errors: window.__rtb.errors, images: images,
+    height: document.documentElement.scrollHeight,
+    verdict: !!document.getElementById('verdict'),
     fetched: performance.getEntriesByType('resource').map(function (r) { return r.name; })});
   document.body.appendChild(pre);
 });
@@ -107,6 +109,9 @@ def test_html_report_loads_without_errors_and_shows_every_plot(tmp_path: Path) -
     assert len(images) == len(EXPECTED_PLOTS)
     for img in images:
         assert img["ok"] and img["width"] > 0 and img["height"] > 0, img
+    assert result["verdict"]
+    # a reasonable length: long tables, further group figures and evidence are a click away
+    assert 800 < result["height"] < 5000, result["height"]
 
 
 def test_probe_catches_a_broken_page(tmp_path: Path) -> None:

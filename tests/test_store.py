@@ -287,6 +287,13 @@ def test_export_csv_parquet_and_frame(tmp_path: Path) -> None:
         assert export(s, "measurements", tmp_path / "m.csv") == 4
         m = pd.read_csv(tmp_path / "m.csv")
         assert m["value"].tolist() == [x["value"] for x in record["measurements"]]
+        # an empty group value reads back the same from both formats: missing
+        assert export(s, "measurements", tmp_path / "m.parquet") == 4
+        mp = pd.read_parquet(tmp_path / "m.parquet")
+        for col in ("group_feature", "group_value"):
+            assert m[col].isna().tolist() == mp[col].isna().tolist()
+            assert m[col].isna().any()
+            assert m[col].dropna().astype(str).tolist() == mp[col].dropna().astype(str).tolist()
         runs = s.frame("runs")
         assert json.loads(runs["record"][0]) == record
         with pytest.raises(StoreError, match="export format"):

@@ -11,13 +11,17 @@ from benchmark.mlflow_log import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI
 
 HELP = """\
 Log recorded runs to an MLflow tracking store (optional extra:
-pip install 'robustness-testbench[mlflow]'). One MLflow run per rtb run; a
-sweep becomes one parent run with one child per job. Metrics are flattened
-into keys like acc.pgd_linf.eps_0.1.mnist_cnn_v2 (acc.clean.mnist_cnn_v1,
-acc.clean.class_3.mnist_cnn_v2 for a group); params are the run's overrides;
-tags: rtb.model_versions, rtb.sha256.<version>, rtb.config_hash, rtb.run_key,
-rtb.data_fingerprint, rtb.git_commit. Runs already in the experiment (same
-rtb.run_id tag) are skipped, so logging a sweep again adds only new jobs.
+pip install 'robustness-testbench[mlflow]'). Each rtb run becomes one MLflow
+parent run with one nested child run per model version; a sweep adds one run
+above its jobs. Params: the full resolved config, flattened (attack.fgsm.eps,
+data.n_samples, seed, ...). A child's metrics use keys like
+acc.pgd_linf.eps_0.1 or acc.clean.class_3 (no spaces), the same for every
+version. The parent's artifacts: record.json, outcomes.parquet, report.html
+(stored where the experiment keeps artifacts; MLflow's default is ./mlruns).
+Tags: rtb.kind (sweep | run | version), rtb.run_id, rtb.model_version,
+rtb.sha256.<version>, rtb.config_hash, rtb.run_key, rtb.data_fingerprint,
+rtb.git_commit. Runs already in the experiment (same rtb.run_id tag) are
+skipped, so logging a sweep again adds only new jobs.
 
 This command is the only writer: run it once after a run or sweep finished.
 
@@ -32,7 +36,7 @@ Examples:
 
 def mlflow_log_main(args: Sequence[str]) -> int:
     """``rtb mlflow-log``: log runs or a sweep to MLflow."""
-    from benchmark.mlflow_log import log_to_mlflow, require_mlflow, run_record, sweep_records
+    from benchmark.mlflow_log import log_to_mlflow, require_mlflow, run_source, sweep_runs
 
     parser = argparse.ArgumentParser(prog="rtb mlflow-log", description=HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,15 +60,16 @@ def mlflow_log_main(args: Sequence[str]) -> int:
     uri = ns.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     require_mlflow()  # fail on a missing MLflow before reading anything
     if ns.sweep:
-        sweep_id, records = sweep_records(ns.sweep, ns.store)
+        sweep_id, runs = sweep_runs(ns.sweep, ns.store)
     else:
-        sweep_id, records = None, [run_record(r, ns.store) for r in ns.runs]
-    parent, logged = log_to_mlflow(records, tracking_uri=uri, experiment=ns.experiment,
+        sweep_id, runs = None, [run_source(r, ns.store) for r in ns.runs]
+    parent, logged = log_to_mlflow(runs, tracking_uri=uri, experiment=ns.experiment,
                                    sweep_id=sweep_id)
     if parent:
         print(f"sweep {sweep_id}: MLflow parent run {parent}")
     for item in logged:
         state = "already logged" if item.skipped else "logged"
-        print(f"{item.run_id}: {state} as MLflow run {item.mlflow_run_id}")
+        print(f"{item.run_id}: {state} as MLflow run {item.mlflow_run_id}"
+              + (f" ({len(item.children)} version run(s))" if item.children else ""))
     print(f"tracking URI {uri}, experiment {ns.experiment!r}")
     return 0

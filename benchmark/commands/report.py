@@ -8,7 +8,10 @@ from pathlib import Path
 
 REPORT_HELP = """\
 Write a report of one run, or a comparison of model versions, from recorded
-results (never re-runs a model): accuracy per threat with 95% intervals,
+results (never re-runs a model): a verdict box (the gate's result with
+--gate, each version's clean accuracy, worst robust accuracy per attack, mCE
+and worst-group accuracy, the significant changes), accuracy per threat with
+95% intervals, CE/mCE,
 robust accuracy versus eps, corruption x severity heatmaps, group disparity
 charts, the validation and reliability checks, and the provenance (config,
 overrides, checksums, data fingerprint, package versions, git commit, device).
@@ -23,6 +26,7 @@ Examples:
   rtb report RUN_DIR --compare mnist_cnn@v2 mnist_cnn@v1   # only these versions, this order
   rtb report --compare mnist_cnn@v1 mnist_cnn@v2           # newest stored runs of them
   rtb report RUN_A RUN_B                                   # several runs in one report
+  rtb report RUN_DIR --gate default                        # verdict with conf/gate/default.yaml
 """
 
 
@@ -49,14 +53,21 @@ def report_main(args: Sequence[str]) -> int:
     parser.add_argument("-o", "--output", metavar="FILE", default=None,
                         help="output file (default: report.html or report.md)")
     parser.add_argument("--title", default=None, help="report title")
+    parser.add_argument("--gate", metavar="RULES", default=None,
+                        help="release rules (conf/gate/NAME or a YAML path) whose result the "
+                             "verdict box shows, evaluated on the report's runs")
     parser.add_argument("--store", metavar="PATH", default=None,
                         help="results store file for run ids (default: $RTB_STORE or ./rtb.sqlite)")
     ns = parser.parse_args(args)
     fmt = report_format(ns.output, ns.format)
     out = Path(ns.output or ("report.md" if fmt == "markdown" else "report.html")).expanduser()
     check_report_path(out, fmt)
+    if ns.gate is not None:  # bad rules are refused before any work
+        from benchmark.gate import load_rules
+
+        load_rules(ns.gate)
     runs = load_runs(ns.runs, ns.compare, ns.store)
-    report = build_report(runs, ns.compare, ns.title)
+    report = build_report(runs, ns.compare, ns.title, gate=ns.gate)
     written = write_report(report, out, fmt)
     print(f"report: {written[0]} ({len(report.plots)} plot(s)"
           + (f", {len(written) - 1} image file(s)" if len(written) > 1 else "") + ")")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,14 @@ def split_trust_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 RESUME_FLAG = "--resume"
+#: Ask for the detailed console output (every severity, every check, the INFO log).
+VERBOSE_FLAGS = ("-v", "--verbose", "--all")
+
+
+def split_verbose_flags(args: Sequence[str]) -> tuple[list[str], bool]:
+    """``(args without -v/--verbose/--all, whether one was given)``."""
+    rest = [a for a in args if a not in VERBOSE_FLAGS]
+    return rest, len(rest) != len(args)
 
 
 def _saved_overrides(run_dir: Path) -> list[str]:
@@ -79,7 +88,11 @@ def run_main(args: Sequence[str]) -> int:
     from benchmark.compose import compose_spec, expand_for_validation
     from benchmark.outputs import check_run_outputs
     from benchmark.policy import check_user_config_files, config_dir_flags, normalize_overrides
+    from benchmark.run_output import VERBOSE_ENV
 
+    args, detailed = split_verbose_flags(args)
+    if detailed:
+        os.environ[VERBOSE_ENV] = "1"  # the job, and launcher subprocesses, read it from env
     try:
         args, trusted = split_trust_flags(args)
         args = resume_args(args)
