@@ -94,7 +94,7 @@ def monitor_main(args: Sequence[str]) -> int:
     """``rtb monitor`` (see --help)."""
     parser = build_parser()
     try:
-        ns = parser.parse_args(list(args))
+        ns = parser.parse_intermixed_args(list(args))
     except SystemExit as exc:
         return int(exc.code or 0)
     from benchmark.monitor.app import main
