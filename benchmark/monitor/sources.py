@@ -249,7 +249,9 @@ def _chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
             return
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
+        # pre_buffer off: otherwise the reader keeps every row group it read,
+        # and memory grows with the log instead of staying at one batch.
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
         for batch in pf.iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
     except UserError:
