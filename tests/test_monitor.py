@@ -31,7 +31,7 @@ from benchmark.monitor.sources import (
 )
 
 RULES_NO_MATCH = """\
-drift: {alpha: 0.05, horizon: 10, mmd_permutations: 50}
+drift: {alpha: 0.05, horizon: 10}
 match: {enabled: false}
 rules:
   - accuracy_floor: {min: 0.5, use: best}

@@ -42,7 +42,6 @@ class MonitorSettings:
     alpha: float = 0.05
     horizon: int = 100
     small_sample: int = 1000
-    mmd_permutations: int = 100
     batch_size: int = 512
     match: bool = True
     min_group_size: int = 20
@@ -119,12 +118,11 @@ def _group_codes(ref_col: pd.Series, new_col: pd.Series) -> tuple[np.ndarray, np
 def _drift(ref: Reference, w: Window, logits: dict[str, Any], s: MonitorSettings,
            feature_pairs: list[tuple[str, str, np.ndarray, np.ndarray]]) -> list[Any]:
     """Every drift test of the window at the corrected level."""
-    from metrics.drift import DriftConfig, categorical_drift, mmd_drift, numerical_drift
+    from metrics.drift import DriftConfig, categorical_drift, numerical_drift
 
     group_cols = [c for c in w.groups.columns if c in ref.groups.columns]
     n_tests = (len(feature_pairs) + 2 * len(logits) + len(group_cols)) * s.horizon
-    cfg = DriftConfig(alpha=s.alpha, small_sample=s.small_sample,
-                      mmd_permutations=s.mmd_permutations)
+    cfg = DriftConfig(alpha=s.alpha, small_sample=s.small_sample)
     out = []
     for name, kind, a, b in feature_pairs:
         if kind == "numerical":
@@ -137,7 +135,10 @@ def _drift(ref: Reference, w: Window, logits: dict[str, Any], s: MonitorSettings
         out.append(categorical_drift(f"predicted_class[{key}]", v.logits.argmax(1).numpy(),
                                      np.nan_to_num(lg.numpy()).argmax(1), cfg, n_tests,
                                      categories=k))
-        out.append(mmd_drift(f"logits[{key}]", v.logits, lg, cfg, n_tests))
+        # the top-class confidence, by KS: the p-value of a permutation MMD test
+        # cannot go below 1 / permutations, far above a level corrected over windows
+        out.append(numerical_drift(f"confidence[{key}]", softmax_confidence(v.logits.numpy()),
+                                   softmax_confidence(lg.numpy()), cfg, n_tests))
     for col in group_cols:
         a, b, k = _group_codes(ref.groups[col], w.groups[col])
         out.append(categorical_drift(f"group_mix[{col}]", a, b, cfg, n_tests, categories=k))

@@ -35,7 +35,7 @@ from benchmark.monitor.engine import MonitorSettings, WindowResult
 
 USES = ("estimated", "matched", "realised", "best")
 CONFIG_KEYS = ("drift", "match", "rules")
-DRIFT_KEYS = ("alpha", "horizon", "small_sample", "mmd_permutations")
+DRIFT_KEYS = ("alpha", "horizon", "small_sample")
 
 
 @dataclass
@@ -250,8 +250,6 @@ def parse_config(data: Any, source: str = "rules") -> MonitorConfig:
     settings = MonitorSettings(
         alpha=alpha, horizon=F.integer("drift.horizon", drift.get("horizon", 100), 1),
         small_sample=F.integer("drift.small_sample", drift.get("small_sample", 1000), 2),
-        mmd_permutations=F.integer("drift.mmd_permutations",
-                                   drift.get("mmd_permutations", 100), 1),
         match=F.flag("match.enabled", match.get("enabled", True)))
     raw = data.get("rules")
     if not isinstance(raw, list) or not raw:
