@@ -124,8 +124,9 @@ def parse_model(key: str, d: Any, check_files: bool = True,
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise F.fail(f"{where}.sha256", "64 hex digits", sha)
     shape = d.get("input_shape", [1, 28, 28])
-    if not isinstance(shape, (list, tuple)) or len(shape) != 3:
-        raise F.fail(f"{where}.input_shape", "[channels, height, width]", shape)
+    if not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3):
+        raise F.fail(f"{where}.input_shape", "[channels, height, width] (images) or "
+                     "[features] (a feature table)", shape)
     shape_t = tuple(F.integer(f"{where}.input_shape[{i}]", s, minimum=1)
                     for i, s in enumerate(shape))
     mean = F.numbers(f"{where}.mean", d.get("mean", [0.0]), item=F.number)
@@ -146,6 +147,6 @@ def parse_model(key: str, d: Any, check_files: bool = True,
         mean=mean,
         std=std,
         num_classes=F.integer(f"{where}.num_classes", d.get("num_classes", 10), minimum=2),
-        input_shape=(shape_t[0], shape_t[1], shape_t[2]),
+        input_shape=shape_t,
         allow_targets=allow_targets,
     )
