@@ -10,6 +10,10 @@ threshold (Wasserstein distance in reference standard deviations for
 properties, Jensen-Shannon distance for classes). The model's logits get a
 kernel two-sample test (MMD with an RBF kernel, permutation p-value), which
 sees drift no single property shows.
+
+``tabular_drift`` applies the same tests to each column of a feature table
+(KS / Wasserstein for numbers, chi-squared / Jensen-Shannon for categories)
+and to each model version's outputs on it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 
+from benchmark.core.tabular import TabularSchema
 from benchmark.core.types import CheckResult
 
 log = logging.getLogger(__name__)
@@ -212,12 +218,47 @@ def mmd_drift(feature: str, ref: torch.Tensor, new: torch.Tensor, cfg: DriftConf
                                               "n_batch": len(b)})
 
 
+def population_stability_index(ref: np.ndarray, new: np.ndarray, bins: int = 10,
+                               categorical: bool = False) -> float:
+    """PSI = sum((q - p) ln(q / p)) over bins: reference deciles for numbers
+    (ties merged), each value for categories; shares floored at 1e-4."""
+    ref = np.asarray(ref, dtype=np.float64)
+    new = np.asarray(new, dtype=np.float64)
+    if categorical:
+        k = int(max(ref.max(initial=0), new.max(initial=0)) + 1)
+        p = np.bincount(ref.astype(np.int64), minlength=k).astype(np.float64)
+        q = np.bincount(new.astype(np.int64), minlength=k).astype(np.float64)
+    else:
+        edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
+        p = np.bincount(np.searchsorted(edges, ref, side="right"),
+                        minlength=len(edges) + 1).astype(np.float64)
+        q = np.bincount(np.searchsorted(edges, new, side="right"),
+                        minlength=len(edges) + 1).astype(np.float64)
+    p = np.maximum(p / max(1.0, p.sum()), 1e-4)
+    q = np.maximum(q / max(1.0, q.sum()), 1e-4)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
 class ModelLogits(NamedTuple):
     """One model version's logits on the reference set and on the batch."""
 
     reference: torch.Tensor
     batch: torch.Tensor
     num_classes: int
+
+
+def output_drift(logits: Mapping[str, ModelLogits], cfg: DriftConfig, n_tests: int
+                 ) -> list[FeatureDrift]:
+    """For each model version (``logits`` keyed by ``name@version``), drift of
+    its predicted classes (``predicted_class[key]``: chi-squared or
+    Jensen-Shannon) and of its logits (``logits[key]``: MMD test)."""
+    out: list[FeatureDrift] = []
+    for key, (ref_logits, new_logits, num_classes) in logits.items():
+        out.append(categorical_drift(f"predicted_class[{key}]", ref_logits.argmax(1).numpy(),
+                                     new_logits.argmax(1).numpy(), cfg, n_tests,
+                                     categories=num_classes))
+        out.append(mmd_drift(f"logits[{key}]", ref_logits, new_logits, cfg, n_tests))
+    return out
 
 
 def drift_report(reference_x: torch.Tensor, batch_x: torch.Tensor,
@@ -244,13 +285,58 @@ def drift_report(reference_x: torch.Tensor, batch_x: torch.Tensor,
     ref_props, new_props = image_properties(reference_x), image_properties(batch_x)
     n_tests = len(ref_props) + 2 * len(logits)
     features = [numerical_drift(k, ref_props[k], new_props[k], cfg, n_tests) for k in ref_props]
-    for key, (ref_logits, new_logits, num_classes) in logits.items():
-        features.append(categorical_drift(f"predicted_class[{key}]",
-                                          ref_logits.argmax(1).numpy(),
-                                          new_logits.argmax(1).numpy(), cfg, n_tests,
-                                          categories=num_classes))
-        features.append(mmd_drift(f"logits[{key}]", ref_logits, new_logits, cfg, n_tests))
+    features += output_drift(logits, cfg, n_tests)
     report = DriftReport(n_reference=len(reference_x), n_batch=len(batch_x), features=features)
     log.info("drift: %d of %d features drifted (%s)", len(report.drifted), len(features),
              ", ".join(report.drifted) or "none")
     return report
+
+
+def tabular_drift(reference: pd.DataFrame, batch: pd.DataFrame, schema: TabularSchema,
+                  logits: Mapping[str, ModelLogits] | None = None,
+                  cfg: DriftConfig | None = None) -> list[FeatureDrift]:
+    """Drift of every schema column present in both frames, then of each model
+    version's outputs (``logits``, see ``output_drift``).
+
+    Numbers: KS test on the finite values while either side has at most
+    ``cfg.small_sample`` rows, Wasserstein distance in reference stds beyond.
+    Categories: chi-squared, then Jensen-Shannon distance, over the schema's
+    categories plus one bucket for missing or unknown values. Each feature's
+    details add the population stability index (``psi``). The tests share a
+    Bonferroni-corrected level ``cfg.alpha``. A column with fewer than two
+    values on a side is reported, not tested (``details["skipped"]``).
+    """
+    cfg = cfg or DriftConfig()
+    logits = logits or {}
+    for what, f in (("reference", reference), ("batch", batch)):
+        if not isinstance(f, pd.DataFrame):
+            raise ValueError(f"Expected `{what}` to be a pandas DataFrame, but got "
+                             f"{type(f).__name__}.")
+    cols = [c for c in schema.columns if c.name in reference.columns and c.name in batch.columns]
+    sub = TabularSchema(columns=tuple(cols), target=schema.target, classes=schema.classes)
+    x_ref, x_new = sub.encode(reference), sub.encode(batch)
+    n_tests = len(cols) + 2 * len(logits)
+    features: list[FeatureDrift] = []
+    for j, c in enumerate(cols):
+        a, b = x_ref[:, j].astype(np.float64), x_new[:, j].astype(np.float64)
+        if c.is_numeric:
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+            if min(len(a), len(b)) < 2:
+                features.append(FeatureDrift(c.name, "numerical", "none", math.nan, False,
+                                             threshold=math.nan, details={
+                                                 "skipped": "fewer than 2 finite values",
+                                                 "n_reference": len(a), "n_batch": len(b)}))
+                continue
+            fd = numerical_drift(c.name, a, b, cfg, n_tests)
+            fd.details["psi"] = population_stability_index(a, b)
+        else:
+            k = len(c.categories)
+            a, b = np.where(np.isnan(a), k, a), np.where(np.isnan(b), k, b)
+            fd = categorical_drift(c.name, a, b, cfg, n_tests, categories=k + 1)
+            fd.details["categories"] = [*c.categories, "(missing or unknown)"]
+            fd.details["psi"] = population_stability_index(a, b, categorical=True)
+        features.append(fd)
+    features += output_drift(logits, cfg, n_tests)
+    log.info("tabular drift: %d of %d features drifted", sum(f.drifted for f in features),
+             len(features))
+    return features
