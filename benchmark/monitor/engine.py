@@ -170,6 +170,13 @@ def process_window(ref: Reference, w: Window, index: int, s: MonitorSettings,
     import torch
 
     res = WindowResult(w, index, benchmark_run=bench.run_id, benchmark_note=bench.reason)
+    if w.modality != ref.modality:
+        raise DataError(f"window {w.key}: expected {ref.modality} data like the reference "
+                        f"({ref.source}), but got {w.modality} data.")
+    if w.modality == "tabular":
+        from benchmark.monitor.tabular import prepare
+
+        prepare(ref, w)
     if w.y is not None:
         k = len(ref.data.classes)
         y = np.asarray(w.y)

@@ -127,6 +127,7 @@ class Library:
     signatures: np.ndarray  # (len(threats), D)
     n_subset: int
     invisible: list[str] = field(default_factory=list)  # threats that leave no trace here
+    stats: Any = None  # what signatures are measured against (tables)
 
     def match(self, sig: np.ndarray, n_window: int, top: int = 5) -> Match:
         d = np.sqrt(((self.signatures - sig[None, :]) ** 2).sum(1))
