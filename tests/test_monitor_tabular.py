@@ -124,3 +124,16 @@ def test_arrests_csv_windows_and_parquet_log_through_the_cli(tmp_path: Path) -> 
                          "ORDER BY monitor, seq").fetchall()
     assert rows == [("dir", "00.csv", 300, 1), ("dir", "01.parquet", 300, 0),
                     *[("log", f"time:2026-01-01T{h:02d}:00:00+00:00", 120, 1) for h in range(5)]]
+
+
+@pytest.mark.slow
+def test_arrests_demo_meets_its_acceptance_points(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.cli import main as rtb
+
+    code = rtb(["monitor", "--demo", "data=arrests", "model=[arrests_mlp_v1,arrests_mlp_v2]",
+                "--rules", "arrests", "--demo-dir", str(tmp_path / "demo"), "--store",
+                str(tmp_path / "s.sqlite")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("PASS  ") == 6 and "FAIL  " not in out

@@ -18,8 +18,11 @@ sources (one of):
   --watch DIR    process each new file of DIR as it lands (polling), until
                  --max-windows or Ctrl-C; files named *.tmp or .hidden, or still
                  growing, are never read
-  --demo         build an offline stream from mnist5k (clean windows, a rising
-                 corruption, a group-mix shift, then a pipeline fault) and run on it
+  --demo         build an offline stream from mnist5k (or data=arrests with
+                 'model=[arrests_mlp_v1,arrests_mlp_v2]' --rules arrests): clean
+                 windows, a rising corruption or noise, a group-mix shift, then a
+                 pipeline fault; monitor it and score what was found (exit 0 when
+                 the demo's acceptance points hold)
 
 per window and model version: data or schema checks, drift of every property
 or feature, of the outputs and of the group mix (corrected over features and
@@ -35,6 +38,7 @@ exit status: 0 every rule holds, 1 a rule failed on some window, 2 bad usage
 
 examples:
   rtb monitor --demo
+  rtb monitor --demo data=arrests 'model=[arrests_mlp_v1,arrests_mlp_v2]' --rules arrests
   rtb monitor windows/ --name prod 'model=[mnist_cnn_v1,mnist_cnn_v2]'
   rtb monitor traffic.parquet --window 1h --timestamp ts --label y --name prod
   rtb monitor --watch incoming/ --max-windows 24 --name prod --junit alerts.xml
@@ -83,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demo: where the stream is written (default: a new temporary directory)")
     p.add_argument("--demo-corruption", default="fog", metavar="NAME",
                    help="demo: the planted corruption (default: fog)")
-    p.add_argument("--demo-fault", default="scale_255", metavar="NAME",
-                   help="demo: the planted pipeline fault (default: scale_255)")
+    p.add_argument("--demo-fault", default=None, metavar="NAME",
+                   help="demo: the planted pipeline fault (default: scale_255 for images, "
+                        "unit_change for arrests)")
     p.add_argument("--trust-checkpoint", action="append", default=[], metavar="PATH",
                    help="fully unpickle this checkpoint (it can run code); repeatable")
     return p

@@ -42,15 +42,16 @@ class Planted:
     kind: str  # clean | corruption | group_mix | fault
     name: str = ""
     severity: int | None = None
+    category: str = ""  # the corruption's family (noise, blur, weather, digital)
 
     @property
     def label(self) -> str:
         return {"clean": "none", "group_mix": "group_mix"}.get(self.kind, f"{self.kind}:{self.name}")
 
 
-def plan(corruption: str, fault: str) -> list[Planted]:
+def plan(corruption: str, fault: str, category: str) -> list[Planted]:
     return ([Planted("clean")] * N_CLEAN
-            + [Planted("corruption", corruption, s) for s in SEVERITIES]
+            + [Planted("corruption", corruption, s, category) for s in SEVERITIES]
             + [Planted("group_mix")] * N_GROUP
             + [Planted("fault", fault)] * N_FAULT)
 
@@ -59,7 +60,7 @@ def build_stream(out: Path, data: Any, corruption: str, fault: str) -> list[Plan
     """Write ``reference.npz`` and ``windows/NN.npz`` under ``out``; return the plan."""
     import torch
 
-    from attacks.corruptions import corrupt
+    from attacks.corruptions import corrupt, corruption_info
     from attacks.faults import get_fault
 
     rng = np.random.default_rng(SEED)
@@ -73,7 +74,7 @@ def build_stream(out: Path, data: Any, corruption: str, fault: str) -> list[Plan
              group_digits=digits[ref_idx])
     wdir = out / "windows"
     wdir.mkdir(exist_ok=True)
-    steps = plan(corruption, fault)
+    steps = plan(corruption, fault, corruption_info(corruption).category)
     low, high = pool[y[pool] < 5], pool[y[pool] >= 5]
     for i, p in enumerate(steps):
         if p.kind == "group_mix":
@@ -93,6 +94,50 @@ def build_stream(out: Path, data: Any, corruption: str, fault: str) -> list[Plan
             np.savez(f, x=x.numpy(), y=y[idx], group_digits=digits[idx],
                      timestamp=np.array(f"2026-01-01T{i:02d}:00:00"))
         tmp.rename(wdir / f"{i:02d}.npz")  # renamed into place: never read half-written
+    (out / "planted.json").write_text(json.dumps([p.__dict__ for p in steps], indent=1))
+    return steps
+
+
+#: Tabular demo: the group-mix windows over-represent this colour.
+TABLE_GROUP = ("colour", "Black", 0.6)
+
+
+def build_table_stream(out: Path, data: Any, fault: str) -> list[Planted]:
+    """Write ``reference.csv`` and ``windows/NN.csv`` (arrests-like tables with
+    their label column); return the plan."""
+    from attacks.tabular_faults import apply_tabular_fault
+    from benchmark.monitor.tabular import feature_noise
+
+    schema = data.schema
+    rng = np.random.default_rng(SEED)
+    frame = data.frame.assign(**{schema.target: np.asarray(schema.classes)[data.y.numpy()]})
+    perm = rng.permutation(len(frame))
+    ref_idx, pool = np.sort(perm[: len(frame) // 2]), np.sort(perm[len(frame) // 2:])
+    out.mkdir(parents=True, exist_ok=True)
+    frame.iloc[ref_idx].to_csv(out / "reference.csv", index=False)
+    wdir = out / "windows"
+    wdir.mkdir(exist_ok=True)
+    col, value, share = TABLE_GROUP
+    steps = plan("feature_noise", fault, "noise")
+    hit = pool[(frame[col].to_numpy()[pool] == value)]
+    rest = pool[(frame[col].to_numpy()[pool] != value)]
+    size = 300
+    for i, p in enumerate(steps):
+        if p.kind == "group_mix":
+            k = int(round(size * share))
+            idx = np.concatenate([rng.choice(hit, k, replace=len(hit) < k),
+                                  rng.choice(rest, size - k, replace=False)])
+        else:
+            idx = rng.choice(pool, size, replace=False)
+        w = frame.iloc[np.sort(idx)].reset_index(drop=True)
+        feats = w.drop(columns=[schema.target])
+        if p.kind == "corruption":
+            feats = feature_noise(feats, schema, int(p.severity or 1), SEED + i)
+        elif p.kind == "fault":
+            feats = apply_tabular_fault(p.name, feats, schema, seed=SEED + i)
+        tmp = wdir / f"{i:02d}.csv.tmp"
+        feats.assign(**{schema.target: w[schema.target]}).to_csv(tmp, index=False)
+        tmp.rename(wdir / f"{i:02d}.csv")
     (out / "planted.json").write_text(json.dumps([p.__dict__ for p in steps], indent=1))
     return steps
 
@@ -149,9 +194,7 @@ def score(steps: Sequence[Planted], handled: Sequence[Handled]) -> tuple[str, bo
 
     first = corr[0]
     m0 = match_of(first)
-    from attacks.corruptions import corruption_info
-
-    category = corruption_info(steps[first].name).category
+    category = steps[first].category
     # the corruption's family: its category (noise, blur, weather, digital); the exact
     # corruption is reported beside it
     c_start = handled[first].failed and m0.get("category") == category
@@ -224,33 +267,47 @@ def run_demo(ns: argparse.Namespace, cfg: MonitorConfig, overrides: list[str]) -
     from benchmark.store import Store, check_writable_store
 
     spec, models = load_models(overrides)
-    if spec.data.loader != "mnist5k":
+    if spec.data.loader not in ("mnist5k", "arrests"):
         from benchmark.core.errors import UserError
 
-        raise UserError(f"Expected the demo's data to be mnist5k, but got {spec.data.name!r}.")
+        raise UserError(f"Expected the demo's data to be mnist5k or arrests, but got "
+                        f"{spec.data.name!r}.")
     out = ns.demo_dir or Path(tempfile.mkdtemp(prefix="rtb-monitor-demo-"))
     data = load_evalset(spec.data)
-    print(f"demo stream in {out}: {N_CLEAN} clean windows, {ns.demo_corruption} severity 1-5, "
-          f"{N_GROUP} group-mix windows, {ns.demo_fault} from window "
-          f"{N_CLEAN + len(SEVERITIES) + N_GROUP} on ({WINDOW} images each)", flush=True)
-    steps = build_stream(out, data, ns.demo_corruption, ns.demo_fault)
     store_path = check_writable_store(ns.store)
     versions = [m.key for m in models]
-    ensure_benchmark(store_path, versions, overrides)
-    ref = load_reference(str(out / "reference.npz"), spec, models, ns.store)
-    name = ns.name or "demo-mnist5k"
+    k = N_CLEAN + len(SEVERITIES) + N_GROUP
+    cols = TableColumns()
+    if data.modality == "tabular":
+        fault = ns.demo_fault or "unit_change"
+        print(f"demo stream in {out}: {N_CLEAN} clean windows, feature_noise severity 1-5, "
+              f"{N_GROUP} windows with {TABLE_GROUP[0]}={TABLE_GROUP[1]} at "
+              f"{TABLE_GROUP[2]:.0%}, {fault} from window {k} on (300 rows each)", flush=True)
+        steps = build_table_stream(out, data, fault)
+        ref = load_reference(str(out / "reference.csv"), spec, models, ns.store)
+        assert data.schema is not None
+        cols = TableColumns(label=data.schema.target)
+    else:
+        fault = ns.demo_fault or "scale_255"
+        print(f"demo stream in {out}: {N_CLEAN} clean windows, {ns.demo_corruption} severity "
+              f"1-5, {N_GROUP} group-mix windows, {fault} from window {k} on ({WINDOW} images "
+              "each)", flush=True)
+        steps = build_stream(out, data, ns.demo_corruption, fault)
+        ensure_benchmark(store_path, versions, overrides)
+        ref = load_reference(str(out / "reference.npz"), spec, models, ns.store)
+    name = ns.name or f"demo-{spec.data.name}"
     with Store(store_path) as store:
         records.delete_monitor(store, name)
         bench = load_benchmark(store, versions, ns.benchmark_run)
         note = f"benchmark run {bench.run_id}" if bench.available else bench.reason
-        print(f"monitor {name}: reference {len(ref.data)} images; {note}")
+        print(f"monitor {name}: reference {len(ref.data)} samples; {note}")
         print("  ".join(headers(versions)))
 
         def show(h: Handled) -> None:
             print(format_table(headers(versions), [window_line(h, versions)]).splitlines()[-1],
                   flush=True)
 
-        handled = run_windows(directory_windows(out / "windows", TableColumns()), ref=ref,
+        handled = run_windows(directory_windows(out / "windows", cols), ref=ref,
                               cfg=cfg, store=store, monitor=name, bench=bench, on_window=show)
     text, ok = score(steps, handled)
     print("\n" + text)

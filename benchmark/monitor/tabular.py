@@ -180,23 +180,60 @@ def table_signature(frame: pd.DataFrame, stats: TableStats) -> np.ndarray:
     return np.asarray(np.sign(v) * np.log1p(np.abs(v)))
 
 
-def _faulted(name: str, sub: pd.DataFrame, schema: Any, stats: TableStats) -> np.ndarray:
+#: Noise levels of ``feature_noise``: standard deviation in column stds, per severity.
+NOISE_LEVELS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)
+
+
+def feature_noise(frame: pd.DataFrame, schema: Any, severity: int, seed: int) -> pd.DataFrame:
+    """Gaussian measurement noise on every mutable numeric column (sd: the
+    column's std x ``NOISE_LEVELS[severity - 1]``; integer columns rounded)."""
+    rng = np.random.default_rng([seed, severity])
+    out = frame.copy()
+    for c in schema.columns:
+        if not (c.is_numeric and c.mutable):
+            continue
+        v = pd.to_numeric(out[c.name], errors="coerce").to_numpy(dtype=np.float64)
+        sd = float(np.nanstd(v)) or 1.0
+        noisy = v + rng.normal(0.0, sd * NOISE_LEVELS[severity - 1], len(v))
+        out[c.name] = np.round(noisy) if c.kind == "integer" else noisy
+    return out
+
+
+def _faulted(name: str, column: str | None, sub: pd.DataFrame, schema: Any,
+             stats: TableStats) -> np.ndarray:
     from attacks.tabular_faults import apply_tabular_fault
 
-    return table_signature(apply_tabular_fault(name, sub, schema, seed=0), stats)
+    params = {"column": column} if column is not None else None
+    return table_signature(apply_tabular_fault(name, sub, schema, seed=0, params=params), stats)
+
+
+def _noisy(severity: int, sub: pd.DataFrame, schema: Any, stats: TableStats) -> np.ndarray:
+    return table_signature(feature_noise(sub, schema, severity, seed=0), stats)
 
 
 def tabular_library(ref: Any, n_subset: int = 500) -> Library:
-    from attacks.tabular_faults import tabular_fault_applies, tabular_fault_names
+    from attacks.tabular_faults import (
+        get_tabular_fault,
+        tabular_fault_applies,
+        tabular_fault_names,
+    )
 
     schema = _schema(ref)
     frame = ref.data.frame
     stats = TableStats(schema, frame)
     sub = frame.sample(min(n_subset, len(frame)), random_state=0).reset_index(drop=True)
     entries: list[tuple[Threat, Callable[[], np.ndarray]]] = [
-        (Threat("fault", name, None, "fault"), functools.partial(_faulted, name, sub, schema,
-                                                                 stats))
-        for name in tabular_fault_names() if tabular_fault_applies(name, schema)]
+        (Threat("corruption", "feature_noise", float(sev), "noise"),
+         functools.partial(_noisy, sev, sub, schema, stats)) for sev in range(1, 6)]
+    for name in tabular_fault_names():
+        if not tabular_fault_applies(name, schema):
+            continue
+        fault = get_tabular_fault(name)
+        # a fault that picks one column gets one entry per column it can break
+        columns = fault.columns(schema, sub) if "column" in fault.params else [None]
+        entries += [(Threat("fault", name, None, "fault"),
+                     functools.partial(_faulted, name, col, sub, schema, stats))
+                    for col in columns]
     lib = build_library(entries, table_signature(sub, stats), len(sub))
     lib.stats = stats
     return lib
