@@ -26,7 +26,7 @@ CONF = conf_dir()
 #: Groups that select several options with a list (model=[a,b]).
 LIST_GROUPS = ("model", "attack")
 #: Groups whose options are not run configs (read by other commands).
-OTHER_GROUPS = ("gate", "hydra")
+OTHER_GROUPS = ("gate", "hydra", "monitor")
 #: Launcher plugins that are optional extras, by the schema their YAML extends.
 LAUNCHER_PLUGINS = {
     "joblib": "hydra_plugins.hydra_joblib_launcher",
