@@ -141,6 +141,73 @@ def log_child(path: str, window_rows: int) -> None:
           f"{time.perf_counter() - t:.1f}")
 
 
+def write_arrests_log(path: Path, gb: float, rows_per_group: int = 200_000) -> int:
+    """An arrests-like Parquet log of ~``gb`` GB: the test rows resampled, with a
+    timestamp and the label column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmark.compose import compose_spec
+    from benchmark.data import load_evalset
+
+    spec, _ = compose_spec(["data=arrests"])
+    d = load_evalset(spec.data)
+    assert d.frame is not None and d.schema is not None
+    base = d.frame.assign(**{d.schema.target: np.asarray(d.schema.classes)[d.y.numpy()]})
+    rng = np.random.default_rng(0)
+    writer = None
+    written, size = 0, 0
+    start = np.datetime64("2026-01-01T00:00:00")
+    while size < gb * 1e9:
+        part = base.iloc[rng.integers(0, len(base), rows_per_group)].reset_index(drop=True)
+        part["ts"] = start + (np.arange(written, written + len(part)) * 10).astype(
+            "timedelta64[ms]")
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema, compression="none",
+                                      use_dictionary=False)
+        writer.write_table(table)
+        written += len(part)
+        size = path.stat().st_size if path.exists() else 0
+        size = max(size, int(written * table.nbytes / len(part)))
+    assert writer is not None
+    writer.close()
+    return written
+
+
+def monitor_child(path: str, window_rows: int, store: str) -> None:
+    """Child process: the whole `rtb monitor` over the log; print peak RSS (MiB)."""
+    from benchmark.cli import main as rtb
+
+    t = time.perf_counter()
+    code = rtb(["monitor", path, "--window", f"{window_rows}rows", "--label", "released",
+                "--timestamp", "ts", "--rules", "arrests", "--store", store, "--name", "bench",
+                "data=arrests", "model=[arrests_mlp_v1,arrests_mlp_v2]"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"RESULT {code} {peak:.0f} {time.perf_counter() - t:.1f}")
+
+
+def monitor_log_part(gb: float, window_rows: int) -> None:
+    """The full monitor (arrests versions) over a ~``gb`` GB Parquet log."""
+    with tempfile.TemporaryDirectory(prefix="rtb-bench-log-") as d:
+        path = Path(d) / "log.parquet"
+        rows = write_arrests_log(path, gb)
+        size = path.stat().st_size
+        out = subprocess.run([sys.executable, __file__, "--monitor-child", str(path),
+                              "--window-rows", str(window_rows), "--store",
+                              str(Path(d) / "s.sqlite")], capture_output=True, text=True,
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), "")
+        if not line:
+            print("monitor over the log failed:", out.stderr.strip().splitlines()[-1:])
+            return
+        _, code, peak, secs = line.split()
+        n_windows = sum(1 for ln in out.stdout.splitlines() if "rows:" in ln)
+        print(f"rtb monitor over an arrests Parquet log of {size / 1e9:.2f} GB ({rows} rows): "
+              f"{n_windows} windows of {window_rows} rows in {secs} s (exit {code}); peak RSS "
+              f"{peak} MiB for the whole process; {load()}")
+
+
 def log_part(gb: float, window_rows: int) -> None:
     with tempfile.TemporaryDirectory(prefix="rtb-bench-log-") as d:
         path = Path(d) / "log.parquet"
@@ -213,14 +280,19 @@ def stable_part(windows: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=("image", "tabular", "log", "stable"))
+    p.add_argument("--only", choices=("image", "tabular", "log", "monitor-log", "stable"))
     p.add_argument("--log-gb", type=float, default=1.0)
     p.add_argument("--window-rows", type=int, default=100_000)
     p.add_argument("--stable-windows", type=int, default=40)
     p.add_argument("--log-child")
+    p.add_argument("--monitor-child")
+    p.add_argument("--store")
     ns = p.parse_args()
     if ns.log_child:
         log_child(ns.log_child, ns.window_rows)
+        return
+    if ns.monitor_child:
+        monitor_child(ns.monitor_child, ns.window_rows, ns.store)
         return
     import torch
 
@@ -230,7 +302,10 @@ def main() -> None:
     if ns.only in (None, "tabular"):
         tabular_part()
     if ns.only in (None, "log"):
-        log_part(ns.log_gb, ns.window_rows)
+        for gb in (ns.log_gb / 4, ns.log_gb):  # the peak must not grow with the log
+            log_part(gb, ns.window_rows)
+    if ns.only in (None, "monitor-log"):
+        monitor_log_part(ns.log_gb, ns.window_rows)
     if ns.only in (None, "stable"):
         stable_part(ns.stable_windows)
 
