@@ -373,3 +373,12 @@ def test_shipped_rule_sets_parse() -> None:
     assert "default" in names
     for name in names:
         assert load_config(name).rules
+
+
+def test_directory_ordered_by_timestamp(tmp_path: Path) -> None:
+    x = np.zeros((2, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "a.npz", x=x, timestamp=np.array("2026-01-02T00:00:00"))
+    np.savez(tmp_path / "b.npz", x=x, timestamp=np.array("2026-01-01T00:00:00"))
+    assert [w.key for w in directory_windows(tmp_path, TableColumns())] == ["a.npz", "b.npz"]
+    assert [w.key for w in directory_windows(tmp_path, TableColumns(), "timestamp")] == \
+        ["b.npz", "a.npz"]
