@@ -232,18 +232,21 @@ def test_monitor_stores_windows_and_late_labels_fill_them_in(setup: dict) -> Non
     assert len(est) == 1 and est[0][1] <= est[0][0] <= est[0][2]
     before = table(store, "SELECT window, processed_at FROM monitor_windows ORDER BY seq")
 
-    write_window(d / "01.npz", seed=11, labels=True)  # the labels of window 01 arrive
+    write_window(d / "00.npz", seed=10, labels=True)  # the labels of windows 00 and 01
+    write_window(d / "01.npz", seed=11, labels=True)  # arrive
     time.sleep(1.1)
     assert monitor(setup, str(d), "--name", "t") == 0
     after = table(store, "SELECT window, processed_at FROM monitor_windows ORDER BY seq")
     assert [w for w, _ in after] == ["00.npz", "01.npz", "02.npz"]
-    assert after[0] == before[0] and after[2] == before[2]   # unchanged windows skipped
-    assert after[1] != before[1]                             # the labelled one redone
+    assert after[2] == before[2]                             # unchanged window skipped
+    assert after[0] != before[0] and after[1] != before[1]   # the labelled ones redone
     real = table(store, "SELECT window, value FROM monitor_metrics WHERE metric = "
                         "'realised_accuracy' AND group_feature = ''")
-    assert [w for w, _ in real] == ["01.npz"] and 0 <= real[0][1] <= 1
+    assert [w for w, _ in real] == ["00.npz", "01.npz"] and 0 <= real[0][1] <= 1
     assert table(store, "SELECT count(*) FROM monitor_metrics WHERE window = '01.npz' AND "
                         "metric = 'estimate_error'")[0][0] == 1
+    assert table(store, "SELECT window, seq FROM monitor_windows ORDER BY seq") == [
+        ("00.npz", 0), ("01.npz", 1), ("02.npz", 2)]  # redone windows keep their place
 
 
 def test_alert_exit_1_with_junit_and_summary(setup: dict) -> None:

@@ -46,10 +46,12 @@ def handle(window: Window, *, ref: Reference, cfg: MonitorConfig, store: Store |
     if store is not None and seen.get(window.key) == window.content_hash:
         stored = records.stored_alerts(store, monitor, window.key)
         log.info("window %s already stored; skipped", window.key)
-        return Handled(window.key, records.window_seq(store, monitor, window.key) or seq,
+        stored_seq = records.window_seq(store, monitor, window.key)
+        return Handled(window.key, seq if stored_seq is None else stored_seq,
                        [Alert(*a) for a in stored])
     if store is not None and window.key in seen:
-        seq = records.window_seq(store, monitor, window.key) or seq
+        stored_seq = records.window_seq(store, monitor, window.key)
+        seq = seq if stored_seq is None else stored_seq  # a window redone keeps its place
     res = process_window(ref, window, seq, cfg.settings, bench)
     res.alerts = cfg.evaluate(res)
     if store is not None:
