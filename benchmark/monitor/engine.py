@@ -230,6 +230,10 @@ def process_window(ref: Reference, w: Window, index: int, s: MonitorSettings,
     res.match = None if match is None else {**match.as_dict(), "shift": shifted}
     if not shifted:
         match = None
+    elif match is not None and match.threat.family == "clean":
+        # a shift no benchmark threat explains (a group mix moving): CBPE alone,
+        # with the nearest threat's accuracy mixed in it would only add noise
+        match = None
 
     yt = None if w.y is None else torch.from_numpy(np.asarray(w.y, dtype=np.int64))
     for key, lg in logits.items():
