@@ -9,7 +9,8 @@ Validation: before any threat, the evaluated frame is checked against the
 training frame (under the run's ``validation.on_fail`` policy); and every
 pipeline fault of the run is checked the same way, once (faults do not
 depend on the version), giving one ``fault_caught`` result per fault that
-names the checks that failed on the broken frame.
+names the checks that failed on the broken frame (it passes when the
+fault is caught).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def applicable_faults(fault: FaultSuiteSpec | None, data: EvalSet) -> FaultSuite
     keep = tuple(f for f in fault.faults if tabular_fault_applies(f.name, data.schema))
     for f in fault.faults:
         if f not in keep:
-            log.info("fault %s skipped: no column of %s it can break", f.name, data.name)
+            log.debug("fault %s skipped: no column of %s it can break", f.name, data.name)
     return FaultSuiteSpec(name=fault.name, faults=keep, seed=fault.seed) if keep else None
 
 
@@ -100,7 +101,7 @@ def tabular_pre_checks(spec: RunSpec, data: EvalSet) -> list[CheckResult]:
 
 def fault_checks(spec: RunSpec, data: EvalSet) -> list[CheckResult]:
     """Per fault of the run: which schema checks fail on the broken frame
-    (``fail``: caught; ``warn``: only warnings; ``pass``: not caught)."""
+    (``pass``: the fault is caught; ``warn``: only warnings; ``fail``: not caught)."""
     fault = applicable_faults(spec.fault, data)
     if fault is None or data.schema is None or data.frame is None:
         return []
@@ -111,7 +112,7 @@ def fault_checks(spec: RunSpec, data: EvalSet) -> list[CheckResult]:
         results = _schema_checks(data, broken, data.y.numpy())
         failed = [r.check for r in results if r.status == "fail"]
         warned = [r.check for r in results if r.status == "warn"]
-        status = "fail" if failed else "warn" if warned else "pass"
+        status = "pass" if failed else "warn" if warned else "fail"   # pass: the fault is caught
         message = (f"caught by {', '.join(failed)}" if failed else
                    f"only warned by {', '.join(warned)}" if warned else "not caught")
         out.append(check_result("fault_caught", status, f"fault {f.name}: {message}",
