@@ -92,6 +92,9 @@ class AttackSpec:
     output: str = "logits"
     #: An ensemble's attacks in order (empty for a single attack).
     members: tuple[AttackSpec, ...] = ()
+    #: What a budget is measured in: ``input`` (the [0, 1] pixel range) or
+    #: ``std`` (a feature table's per-column training standard deviations).
+    units: str = "input"
 
     @property
     def targeted(self) -> bool:
