@@ -143,7 +143,8 @@ def _fast_pgd_class() -> type:
 
         def _apply_perturbation_pytorch(self, x: torch.Tensor, perturbation: torch.Tensor,
                                         eps_step: Any) -> torch.Tensor:
-            if not np.isscalar(eps_step) or self.estimator.clip_values is None:
+            if (not np.isscalar(eps_step) or self.estimator.clip_values is None
+                    or np.ndim(self.estimator.clip_values[0]) > 0):  # per-feature bounds
                 return super()._apply_perturbation_pytorch(x, perturbation, eps_step)
             lo, hi = self.estimator.clip_values
             step = torch.nan_to_num(float(eps_step) * perturbation, nan=0.0)  # type: ignore[arg-type]
@@ -187,6 +188,11 @@ def _is_attack_map(value: Any) -> bool:
 #: ART attacks whose random starting point comes from an unseeded generator
 #: unless ``x_adv_init`` is given.
 SEEDED_START_ATTACKS: tuple[str, ...] = ("BoundaryAttack", "HopSkipJump")
+#: ART attacks whose ``generate`` takes a feature ``mask``.
+MASKED_ATTACKS: tuple[str, ...] = ("FastGradientMethod", "ProjectedGradientDescent", "FastPGD",
+                                   "ProjectedGradientDescentPyTorch",
+                                   "ProjectedGradientDescentNumpy", "HopSkipJump",
+                                   "BoundaryAttack")
 
 
 class ArtAdapter:
@@ -197,9 +203,17 @@ class ArtAdapter:
     estimator at construction time, as ART requires.
     """
 
-    def __init__(self, model: ModelUnderTest, batch_size: int = 256) -> None:
+    def __init__(self, model: ModelUnderTest, batch_size: int = 256,
+                 clip_values: tuple[Any, Any] | None = None, loss_reduction: str = "mean"
+                 ) -> None:
         self.model = model
         self.batch_size = batch_size
+        #: Input bounds the estimator clips to: [0, 1] pixels, or per-feature
+        #: arrays (a feature table's standardised ranges, ``attacks.tabular_attacks``).
+        self.clip_values = clip_values
+        #: ``sum`` keeps per-sample loss gradients independent of how many
+        #: points an attack passes at once (LowProFool adds a norm gradient to them).
+        self.loss_reduction = loss_reduction
         self._estimators: dict[str, Any] = {}
 
     @property
@@ -217,10 +231,10 @@ class ArtAdapter:
             module.train(self.model.module.training)
             self._estimators[output] = PyTorchClassifier(
                 model=module,
-                loss=nn.CrossEntropyLoss(),
+                loss=nn.CrossEntropyLoss(reduction=self.loss_reduction),
                 input_shape=tuple(self.model.input_shape),
                 nb_classes=self.model.num_classes,
-                clip_values=(0.0, 1.0),
+                clip_values=(0.0, 1.0) if self.clip_values is None else self.clip_values,
                 preprocessing=None,  # inputs are [0, 1]; the model normalizes itself
                 device_type=_device_type(self.model),
             )
@@ -279,15 +293,19 @@ class ArtAdapter:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"ART rejected the settings of `attack.{where}`: {exc}") from None
 
-    def generate(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def generate(self, attack: Any, x: torch.Tensor, labels: torch.Tensor,
+                 mask: np.ndarray | None = None) -> torch.Tensor:
         """Run ``attack`` on ``x``; ``labels`` are the true classes (untargeted)
-        or the targets (targeted). Returns raw adversarial examples on the
-        model's device (not yet projected or validated)."""
-        if self._fast_pgd_ok(attack):
+        or the targets (targeted); ``mask`` (1 = may change, broadcastable to
+        ``x``) goes to the attacks that take one. Returns raw adversarial
+        examples on the model's device (not yet projected or validated)."""
+        if mask is None and self._fast_pgd_ok(attack):
             return self._pgd(attack, x, labels)
         y = nn.functional.one_hot(labels.cpu().long(), self.model.num_classes).numpy()
         x_np = x.detach().cpu().numpy().astype(np.float32, copy=False)
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
+        if mask is not None and type(attack).__name__ in MASKED_ATTACKS:
+            kwargs["mask"] = np.broadcast_to(mask, x_np.shape).astype(np.float32)
         if type(attack).__name__ in SEEDED_START_ATTACKS:
             kwargs["x_adv_init"] = self._seeded_start(attack, x_np, labels.cpu().numpy())
         x_adv = attack.generate(x=x_np, y=y.astype(np.float32), **kwargs)
@@ -301,8 +319,9 @@ class ArtAdapter:
         init = x.copy()
         clean = self.estimator.predict(x, batch_size=self.batch_size).argmax(1)
         found = np.zeros(len(x), dtype=bool)
+        lo, hi = (0.0, 1.0) if self.clip_values is None else self.clip_values
         for _ in range(int(getattr(attack, "init_size", 100))):
-            cand = np.random.uniform(0.0, 1.0, size=x.shape).astype(np.float32)
+            cand = np.random.uniform(lo, hi, size=x.shape).astype(np.float32)
             pred = self.estimator.predict(cand, batch_size=self.batch_size).argmax(1)
             ok = (pred == labels) if attack.targeted else (pred != clean)
             ok &= ~found

@@ -23,6 +23,7 @@ import torch
 from benchmark.core.errors import DataError
 from benchmark.core.registry import Registry
 from benchmark.core.specs import DataSpec
+from benchmark.core.tabular import TabularSchema
 from benchmark.core.types import EvalSet
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RawData:
-    """What a loader returns before subsetting: x float32 NCHW in [0,1]."""
+    """What a loader returns before subsetting: x float32 NCHW in [0,1], or
+    for a feature table (``schema`` set) the raw (N, F) matrix and its frames."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -38,6 +40,9 @@ class RawData:
     groups: pd.DataFrame | None = None
     train_x: torch.Tensor | None = None
     train_y: torch.Tensor | None = None
+    schema: TabularSchema | None = None
+    frame: pd.DataFrame | None = None
+    train_frame: pd.DataFrame | None = None
 
 
 Loader = Callable[[DataSpec], RawData]
@@ -106,7 +111,7 @@ def load_evalset(spec: DataSpec) -> EvalSet:
 def _load_evalset(spec: DataSpec) -> EvalSet:
     raw = get_loader(spec.loader)(spec)
     _check_raw(spec, raw)
-    x, y, groups = raw.x, raw.y, raw.groups
+    x, y, groups, frame = raw.x, raw.y, raw.groups, raw.frame
     if groups is None:
         groups = pd.DataFrame(index=pd.RangeIndex(len(y)))
     if spec.n_samples is not None and spec.n_samples > len(y):
@@ -119,6 +124,8 @@ def _load_evalset(spec: DataSpec) -> EvalSet:
         t = torch.from_numpy(idx)
         x, y = x[t], y[t]
         groups = groups.iloc[idx].reset_index(drop=True)
+        if frame is not None:
+            frame = frame.iloc[idx].reset_index(drop=True)
     _check_subset(spec, x)
     return EvalSet(
         name=spec.name,
@@ -128,12 +135,19 @@ def _load_evalset(spec: DataSpec) -> EvalSet:
         groups=groups.reset_index(drop=True),
         train_x=raw.train_x,
         train_y=raw.train_y,
+        schema=raw.schema,
+        frame=frame,
+        train_frame=raw.train_frame,
     )
 
 
 def _check_raw(spec: DataSpec, raw: RawData) -> None:
     x, y = raw.x, raw.y
-    if x.ndim != 4:
+    if raw.schema is not None:
+        if x.ndim != 2 or x.shape[1] != len(raw.schema.columns):
+            raise DataError(f"Dataset {spec.name!r}: expected a feature matrix of N x "
+                            f"{len(raw.schema.columns)}, but got shape {tuple(x.shape)}.")
+    elif x.ndim != 4:
         raise DataError(
             f"Dataset {spec.name!r}: expected images as N x C x H x W, but got shape {tuple(x.shape)}."
         )
@@ -625,3 +639,8 @@ def _load_cifar_c(spec: DataSpec) -> RawData:
     kind = spec.options.get("classes", "cifar10")
     classes = CIFAR10_CLASSES if kind == "cifar10" else [str(i) for i in range(100)]
     return RawData(x=_to_nchw(np.asarray(images[block]), spec.name), y=y, classes=classes)
+
+
+# The feature-table readers register themselves here (arrests, adult, compas,
+# german, csv, parquet).
+import benchmark.tabular_data  # noqa: E402, F401

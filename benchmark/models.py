@@ -225,7 +225,9 @@ def load_model(spec: ModelSpec, device: torch.device) -> ModelUnderTest:
     else:
         net = build_architecture(spec)
         _fit_state_dict(spec, net, _load_state_dict(spec, path, digest), path)
-    module = Normalized(net, spec.mean, spec.std).to(device)
+    # a feature-table model folds its own preprocessing in (benchmark.tabular_models)
+    module = (net if getattr(net, "takes_raw_features", False)
+              else Normalized(net, spec.mean, spec.std)).to(device)
     module.eval()
     # Attacks need gradients of the input only: frozen weights spare every
     # backward pass the gradients of the parameters.

@@ -103,15 +103,25 @@ def _check_compatible(model: ModelUnderTest, data: EvalSet) -> None:
         )
 
 
-def count_steps(spec: RunSpec) -> int:
+def count_steps(spec: RunSpec, data: EvalSet | None = None) -> int:
     """Progress units per model version: clean plus one per threat setting."""
+    if data is not None and data.modality == "tabular":
+        from benchmark.tabular_run import tabular_steps
+
+        return tabular_steps(spec, data)
     attack_steps = sum(len(a.eps) for a in spec.attacks.values())
     return 1 + attack_steps + suite_steps(spec.corruption, spec.fault)
 
 
 def pre_checks(spec: RunSpec, data: EvalSet, models: list[ModelUnderTest]) -> list[CheckResult]:
     """Data and model checks that run before any threat (validation policy);
-    a failing check under ``on_fail: stop`` raises ``ValidationFailed``."""
+    a failing check under ``on_fail: stop`` raises ``ValidationFailed``. A
+    feature table gets its schema checks against the training part instead,
+    and one ``fault_caught`` result per pipeline fault of the run."""
+    if data.modality == "tabular":
+        from benchmark.tabular_run import fault_checks, tabular_pre_checks
+
+        return tabular_pre_checks(spec, data) + fault_checks(spec, data)
     return run_pre_checks(spec.validation, data, models, list(spec.models.values()))
 
 
@@ -165,6 +175,12 @@ def clean_piece(spec: RunSpec, model: ModelUnderTest, data: EvalSet) -> Piece:
 def threat_pieces(spec: RunSpec, model: ModelUnderTest, data: EvalSet,
                   clean: Outcome) -> Iterator[Piece]:
     """Every threat of the run against one model version, as pieces."""
+    if data.modality == "tabular":
+        from benchmark.tabular_run import tabular_threats
+
+        for suffix, label, steps, run in tabular_threats(spec, model, data, clean):
+            yield Piece(f"{model.key}--{suffix}", label, steps, run)
+        return
     adapters: list[ArtAdapter] = []
 
     def attack(spec_a: AttackSpec, on_step: Callable[[], None]) -> Iterator[Outcome]:
@@ -258,6 +274,12 @@ def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _preprocessing(model: ModelUnderTest) -> dict[str, Any]:
+    """What the record says about preprocessing folded into a version's module."""
+    text = getattr(model.module, "preprocessing", None)
+    return {"preprocessing": text} if isinstance(text, str) else {}
+
+
 def run_key(resolved: dict[str, Any], models: list[ModelUnderTest], data: EvalSet) -> str:
     """Content key of a job: resolved config (no paths, no launcher), model
     checksums, data fingerprint and rtb version."""
@@ -304,16 +326,20 @@ def run_benchmark(
     try:
         log.info("Evaluating %d version(s) on %s (%d samples) on %s", len(models), data.name,
                  len(data), device)
+        tabular = data.modality == "tabular"
         checks = pre_checks(spec, data, models)
-        checks += flags_before_threats(spec, data, models)
+        # the attack reliability flags re-attack images; a table's attacks are projected
+        # and re-checked in attacks.tabular_attacks instead
+        checks += [] if tabular else flags_before_threats(spec, data, models)
 
-        bar = tqdm(total=len(models) * count_steps(spec) + FINISH_STEPS + bool(spec.store),
+        bar = tqdm(total=len(models) * count_steps(spec, data) + FINISH_STEPS + bool(spec.store),
                    desc="rtb", unit="step", disable=not progress, dynamic_ncols=True)
         outcomes = run_pieces(spec, models, data, out_dir, key, bar)
         measurements, inputs = in_phase(bar, "group metrics", _measure, spec, data, models,
                                         outcomes)
-        checks += in_phase(bar, "reliability re-attacks", flags_after_threats, spec, data, models,
-                           outcomes)
+        checks += in_phase(bar, "reliability re-attacks",
+                           (lambda *a: []) if tabular else flags_after_threats, spec, data,
+                           models, outcomes)
         run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         for row in measurements:
             row.run = run_id
@@ -328,11 +354,14 @@ def run_benchmark(
             run_key=key,
             models={
                 m.key: {"name": m.name, "version": m.version, "sha256": m.sha256,
-                        "checkpoint": spec.models[k].checkpoint}
+                        "checkpoint": spec.models[k].checkpoint,
+                        **_preprocessing(m)}
                 for k, m in zip(spec.models, models, strict=True)
             },
             data={"name": data.name, "fingerprint": data.fingerprint, "n": len(data),
-                  "classes": data.classes, "shape": list(data.sample_shape)},
+                  "classes": data.classes, "shape": list(data.sample_shape),
+                  **({"modality": "tabular", "schema": data.schema.as_dict()}
+                     if data.schema is not None else {})},
             seed=spec.seed,
             device=str(device),
             env=environment(device),

@@ -186,11 +186,82 @@ def _v4(conn: sqlite3.Connection) -> None:
         )""")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+def _v5(conn: sqlite3.Connection) -> None:
+    """Monitoring (``rtb monitor``): one row per window, and its measurements,
+    drift tests, checks and alerts; a window processed again replaces its rows."""
+    _execute_script(conn, """
+        CREATE TABLE monitor_windows (
+            monitor TEXT NOT NULL,
+            window TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            source TEXT,
+            modality TEXT,
+            start TEXT,
+            end_ TEXT,
+            n INTEGER,
+            has_labels INTEGER NOT NULL,
+            content_hash TEXT,
+            reference TEXT,
+            benchmark_run TEXT,
+            matched_threat TEXT,
+            match_confidence REAL,
+            status TEXT NOT NULL,
+            details TEXT,
+            processed_at TEXT NOT NULL,
+            PRIMARY KEY (monitor, window)
+        );
+        CREATE TABLE monitor_metrics (
+            monitor TEXT NOT NULL,
+            window TEXT NOT NULL,
+            model TEXT NOT NULL DEFAULT '',
+            metric TEXT NOT NULL,
+            group_feature TEXT NOT NULL DEFAULT '',
+            group_value TEXT NOT NULL DEFAULT '',
+            value REAL,
+            ci_low REAL,
+            ci_high REAL,
+            n INTEGER
+        );
+        CREATE INDEX monitor_metrics_window ON monitor_metrics(monitor, window);
+        CREATE TABLE monitor_drift (
+            monitor TEXT NOT NULL,
+            window TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            kind TEXT,
+            test TEXT,
+            statistic REAL,
+            p_value REAL,
+            level REAL,
+            distance REAL,
+            drifted INTEGER NOT NULL
+        );
+        CREATE INDEX monitor_drift_window ON monitor_drift(monitor, window);
+        CREATE TABLE monitor_checks (
+            monitor TEXT NOT NULL,
+            window TEXT NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            message TEXT
+        );
+        CREATE INDEX monitor_checks_window ON monitor_checks(monitor, window);
+        CREATE TABLE monitor_alerts (
+            monitor TEXT NOT NULL,
+            window TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            message TEXT
+        );
+        CREATE INDEX monitor_alerts_window ON monitor_alerts(monitor, window)
+    """)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = ("runs", "models", "measurements", "outcomes", "checks", "jobs",
-                           "samples")
+                           "samples", "monitor_windows", "monitor_metrics", "monitor_drift",
+                           "monitor_checks", "monitor_alerts")
 JOB_STATES: tuple[str, ...] = ("running", "complete", "failed")
 
 _INSERT_RUN = (

@@ -26,7 +26,7 @@ CONF = conf_dir()
 #: Groups that select several options with a list (model=[a,b]).
 LIST_GROUPS = ("model", "attack")
 #: Groups whose options are not run configs (read by other commands).
-OTHER_GROUPS = ("gate", "hydra")
+OTHER_GROUPS = ("gate", "hydra", "monitor")
 #: Launcher plugins that are optional extras, by the schema their YAML extends.
 LAUNCHER_PLUGINS = {
     "joblib": "hydra_plugins.hydra_joblib_launcher",
@@ -47,18 +47,25 @@ def _options() -> list[tuple[str, str]]:
     return pairs
 
 
+#: Groups that pin a whole combination and are appended (+experiment=NAME).
+APPEND_GROUPS = ("experiment",)
+
+
 def _override(group: str, option: str) -> str:
+    if group in APPEND_GROUPS:
+        return f"+{group}={option}"
     return f"{group}=[{option}]" if group in LIST_GROUPS else f"{group}={option}"
 
 
 @pytest.mark.parametrize(("group", "option"), _options(), ids=lambda v: str(v))
 def test_every_option_composes_and_validates(group: str, option: str) -> None:
     spec, resolved = compose_spec([_override(group, option)])
-    section = {"model": spec.models, "attack": spec.attacks, "data": spec.data}.get(group)
+    section = {"model": spec.models, "attack": spec.attacks, "data": spec.data,
+               "experiment": spec.models}.get(group)
     if section is None:
         section = getattr(spec, group)
     assert section is not None and section != {}, f"{group}={option} left its section empty"
-    assert group in resolved
+    assert group in resolved or group in APPEND_GROUPS
 
 
 @pytest.mark.parametrize("option", group_options("attack"))

@@ -27,6 +27,7 @@ Examples:
   rtb report --compare mnist_cnn@v1 mnist_cnn@v2           # newest stored runs of them
   rtb report RUN_A RUN_B                                   # several runs in one report
   rtb report RUN_DIR --gate default                        # verdict with conf/gate/default.yaml
+  rtb report --monitor prod -o prod.html                   # timelines of `rtb monitor --name prod`
 """
 
 
@@ -58,9 +59,17 @@ def report_main(args: Sequence[str]) -> int:
                              "verdict box shows, evaluated on the report's runs")
     parser.add_argument("--store", metavar="PATH", default=None,
                         help="results store file for run ids (default: $RTB_STORE or ./rtb.sqlite)")
+    parser.add_argument("--monitor", metavar="NAME", default=None,
+                        help="timelines of a monitor (`rtb monitor --name NAME`) instead of runs")
     ns = parser.parse_args(args)
     fmt = report_format(ns.output, ns.format)
     out = Path(ns.output or ("report.md" if fmt == "markdown" else "report.html")).expanduser()
+    if ns.monitor is not None:
+        from benchmark.report_monitor import write_monitor_report
+
+        written = write_monitor_report(ns.store, ns.monitor, out, fmt)
+        print(f"report: {written[0]} (monitor {ns.monitor})")
+        return 0
     check_report_path(out, fmt)
     if ns.gate is not None:  # bad rules are refused before any work
         from benchmark.gate import load_rules

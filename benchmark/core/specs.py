@@ -54,7 +54,8 @@ class ModelSpec:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     num_classes: int = 10
-    input_shape: tuple[int, int, int] = (1, 28, 28)
+    #: ``(C, H, W)`` for images, ``(F,)`` for a feature table.
+    input_shape: tuple[int, ...] = (1, 28, 28)
     #: Module prefixes (the run's command-line ``allow_targets``) whose
     #: ``nn.Module`` classes may serve as the architecture.
     allow_targets: tuple[str, ...] = ()
@@ -91,6 +92,9 @@ class AttackSpec:
     output: str = "logits"
     #: An ensemble's attacks in order (empty for a single attack).
     members: tuple[AttackSpec, ...] = ()
+    #: What a budget is measured in: ``input`` (the [0, 1] pixel range) or
+    #: ``std`` (a feature table's per-column training standard deviations).
+    units: str = "input"
 
     @property
     def targeted(self) -> bool:

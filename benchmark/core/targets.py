@@ -6,7 +6,7 @@ A config file, a record or a checkpoint is not a way to run code. A
 name an object of the right kind:
 
 - ``model.*.architecture``: an ``nn.Module`` class or a torchvision model
-  builder (under ``benchmark.nets``, ``torch.nn``, ``torchvision.models``
+  builder (under ``benchmark.nets``, ``benchmark.tabular_models``, ``torch.nn``, ``torchvision.models``
   or a prefix of the user's ``allow_targets``);
 - ``attack.*`` (ensemble members and nested attack maps included): a subclass
   of ART's ``EvasionAttack`` under ``art.attacks.evasion``;
@@ -38,7 +38,7 @@ SWEEPER = "sweeper"
 
 #: Module roots a ``_target_`` of each kind must lie under.
 TARGET_ROOTS: dict[str, tuple[str, ...]] = {
-    ARCHITECTURE: ("benchmark.nets", "torch.nn", "torchvision.models"),
+    ARCHITECTURE: ("benchmark.nets", "benchmark.tabular_models", "torch.nn", "torchvision.models"),
     ATTACK: ("art.attacks.evasion",),
     CALLBACK: ("benchmark.sweep",),
     LAUNCHER: (

@@ -88,7 +88,7 @@ def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
     # Before anything else reads the config: no _target_ outside the places
     # where rtb builds an object, and none of the wrong kind.
     check_config_targets(cfg, allow)
-    data = parse_data(cfg.get("data"))
+    data = parse_data(cfg.get("data"), check_files)
     models_cfg = F.mapping("model", cfg.get("model") or {})
     if not models_cfg:
         raise ConfigError("Expected at least one model version (model=[NAME,...]), but got none.")

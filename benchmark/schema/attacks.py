@@ -23,6 +23,8 @@ TARGET_RULES: tuple[str, ...] = ("random", "least_likely", "next")
 NORMS: dict[str, float] = {"inf": math.inf, "2": 2.0, "1": 1.0}
 
 ENSEMBLE_KEYS = ("eps", "threat_norm", "members")
+#: Budget units of an attack config (``units:``).
+UNITS: tuple[str, ...] = ("input", "std")
 
 
 def _norm(where: str, v: Any) -> float:
@@ -99,7 +101,9 @@ def parse_attack(name: str, d: Any, input_shape: tuple[int, ...] | None) -> Atta
     minimum_norm = F.flag(f"{where}.minimum_norm", d.pop("minimum_norm", False))
     raw_eps = d.pop("eps", None)
     norm = _norm(f"{where}.norm", d.pop("threat_norm", d.get("norm", "inf")))
-    eps = _budgets(where, raw_eps, norm, input_shape)
+    units = F.choice(f"{where}.units", d.pop("units", "input"), UNITS,
+                     "input (pixels in [0, 1]) or std (a feature table's column stds)")
+    eps = _budgets(where, raw_eps, norm, input_shape if units == "input" else None)
     ratio = d.pop("eps_step_ratio", None)
     if ratio is not None:
         ratio = F.number(f"{where}.eps_step_ratio", ratio)
@@ -127,6 +131,7 @@ def parse_attack(name: str, d: Any, input_shape: tuple[int, ...] | None) -> Atta
         budget_arg=budget_arg,
         target_rule=rule,
         output=output,
+        units=units,
     )
 
 

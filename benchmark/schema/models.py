@@ -11,6 +11,7 @@ from benchmark.core.specs import DataSpec, ModelSpec
 from benchmark.core.targets import ARCHITECTURE, check_target
 from benchmark.data import list_loaders, loader_options
 from benchmark.paths import resolve_path
+from benchmark.tabular_data import TABLE_LOADERS, check_table_options
 
 DATA_KEYS = ("name", "loader", "root", "split", "n_samples", "seed", "image_size", "channels",
              "options")
@@ -19,8 +20,9 @@ MODEL_KEYS = ("name", "version", "architecture", "checkpoint", "format", "sha256
 MODEL_FORMATS = ("state_dict", "torchscript")
 
 
-def parse_data(d: Any) -> DataSpec:
-    """Validate the ``data`` section; the loader must be registered."""
+def parse_data(d: Any, check_files: bool = True) -> DataSpec:
+    """Validate the ``data`` section; the loader must be registered (a
+    feature-table loader's options, and its schema file, are checked too)."""
     d = F.mapping("data", d)
     F.check_keys("data", d, DATA_KEYS)
     loader = F.text("data.loader", d.get("loader", d.get("name")))
@@ -34,6 +36,9 @@ def parse_data(d: Any) -> DataSpec:
     for key in ("image_size", "channels"):
         if d.get(key) is not None:
             F.integer(f"data.{key}", d[key], minimum=1)
+    options = _data_options(loader, d.get("options"))
+    if loader in TABLE_LOADERS:
+        check_table_options(loader, options, check_files)
     return DataSpec(
         name=F.text("data.name", d.get("name", loader)),
         loader=loader,
@@ -43,7 +48,7 @@ def parse_data(d: Any) -> DataSpec:
         seed=F.integer("data.seed", d.get("seed", 0)),
         image_size=d.get("image_size"),
         channels=d.get("channels"),
-        options=_data_options(loader, d.get("options")),
+        options=options,
     )
 
 
@@ -119,8 +124,9 @@ def parse_model(key: str, d: Any, check_files: bool = True,
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise F.fail(f"{where}.sha256", "64 hex digits", sha)
     shape = d.get("input_shape", [1, 28, 28])
-    if not isinstance(shape, (list, tuple)) or len(shape) != 3:
-        raise F.fail(f"{where}.input_shape", "[channels, height, width]", shape)
+    if not isinstance(shape, (list, tuple)) or len(shape) not in (1, 3):
+        raise F.fail(f"{where}.input_shape", "[channels, height, width] (images) or "
+                     "[features] (a feature table)", shape)
     shape_t = tuple(F.integer(f"{where}.input_shape[{i}]", s, minimum=1)
                     for i, s in enumerate(shape))
     mean = F.numbers(f"{where}.mean", d.get("mean", [0.0]), item=F.number)
@@ -141,6 +147,6 @@ def parse_model(key: str, d: Any, check_files: bool = True,
         mean=mean,
         std=std,
         num_classes=F.integer(f"{where}.num_classes", d.get("num_classes", 10), minimum=2),
-        input_shape=(shape_t[0], shape_t[1], shape_t[2]),
+        input_shape=shape_t,
         allow_targets=allow_targets,
     )

@@ -10,6 +10,8 @@ import torch
 
 from attacks.corruptions import PARAM_SETS, list_corruptions
 from attacks.faults import fault_params, get_fault, list_faults
+from attacks.tabular_faults import get_tabular_fault, tabular_fault_names
+from attacks.tabular_noise import tabular_noise_names
 from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
 from benchmark.core.specs import SEVERITIES, CorruptionSuiteSpec, FaultSpec, FaultSuiteSpec
@@ -25,9 +27,9 @@ def parse_corruption_suite(d: Any) -> CorruptionSuiteSpec:
     d = F.mapping("corruption", d, "a mapping (select a suite with corruption=NAME)")
     F.check_keys("corruption", d, CORRUPTION_KEYS)
     names = d.get("corruptions")
-    known = list_corruptions()
-    if names == "all":
-        names = known
+    if names == "all":  # every image corruption
+        names = list_corruptions()
+    known = list_corruptions() + tabular_noise_names()
     if not isinstance(names, (list, tuple)) or not names:
         raise F.fail("corruption.corruptions", "a non-empty list of corruption names", names)
     for n in names:
@@ -60,12 +62,19 @@ def parse_corruption_suite(d: Any) -> CorruptionSuiteSpec:
 
 def _fault(name: str, params: Any) -> FaultSpec:
     """One fault, its parameters checked against its signature and by a dry run."""
-    if name not in list_faults():
+    if name not in list_faults() and name not in tabular_fault_names():
         raise ConfigError(
             f"Unknown fault {name!r} in `fault.faults`; expected one of: "
-            f"{', '.join(list_faults())}."
+            f"{', '.join(list_faults() + tabular_fault_names())}."
         )
     params = dict(params or {})
+    if name in tabular_fault_names():  # a feature-table fault: checked against its parameters
+        allowed_tab = sorted(get_tabular_fault(name).params)
+        for k in params:
+            if k not in allowed_tab:
+                raise ConfigError(f"Unknown parameter `fault.faults.{name}.{k}`; expected one "
+                                  f"of: {', '.join(allowed_tab) or '(none)'}.")
+        return FaultSpec(name=name, params=params)
     allowed = [k for k in fault_params(name) if k not in RUNNER_FAULT_PARAMS]
     for k in params:
         if k not in allowed:
