@@ -36,6 +36,7 @@ Commands:
   report   HTML or Markdown report of a run or a version comparison (rtb report --help)
   mlflow-log  log a run or a sweep to an MLflow tracking store (optional extra `mlflow`)
   validate data and model checks, or drift of a batch (rtb validate --help); exit 1 on failure
+  export   write a run's kept adversarial examples as npz or PNGs (rtb export --help)
 
 Examples:
   rtb run                                   # default: mnist_cnn@v1 vs @v2, FGSM + PGD
@@ -59,6 +60,7 @@ COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "report": ("report", "report_main"),
     "mlflow-log": ("mlflow_log", "mlflow_log_main"),
     "validate": ("validate", "validate_main"),
+    "export": ("export", "export_main"),
 }
 COMMANDS = tuple(COMMAND_MODULES)
 

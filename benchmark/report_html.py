@@ -23,6 +23,7 @@ import pandas as pd
 
 from benchmark.core.errors import DataError, StoreError, UserError
 from benchmark.core.types import threat_label
+from benchmark.report_gallery import gallery_section
 from benchmark.rundir import LoadedRun, resolve_run_ref, stored_outcomes
 
 if TYPE_CHECKING:
@@ -481,6 +482,7 @@ def render_html(report: Report) -> str:
         parts.append('<p class="note">No measurements to plot.</p>')
     if report.groups:
         parts += [f'<h2 id="groups">{_e(report.groups.title)}</h2>', _html_table(report.groups)]
+    parts += [gallery_section(r) for r in report.runs]  # the example gallery (images)
     parts += [f'<h2 id="checks">{_e(report.checks.title)}</h2>',
               _html_table(report.checks_summary), _html_table(report.checks, mono_cols=(4,))]
     parts.append('<h2 id="provenance">Provenance</h2>')

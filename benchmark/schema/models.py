@@ -59,13 +59,18 @@ def _data_options(loader: str, options: Any) -> dict[str, Any]:
     return options
 
 
-def _architecture(where: str, arch: Any, allow: tuple[str, ...] = ()) -> str | dict[str, Any]:
-    """A torchvision model name, or a mapping whose ``_target_`` is an
+def _architecture(where: str, arch: Any, allow: tuple[str, ...] = (),
+                  check_files: bool = True) -> str | dict[str, Any]:
+    """A torchvision model name, ``timm:NAME``, ``hub:LOCAL_DIR:ENTRYPOINT``
+    (trusted on the command line only), or a mapping whose ``_target_`` is an
     ``nn.Module`` class or torchvision builder (``benchmark.core.targets``)."""
     if isinstance(arch, Mapping):
         check_target(f"{where}.architecture._target_", arch.get("_target_"), ARCHITECTURE, allow)
         return dict(arch)
     arch = F.text(f"{where}.architecture", arch)
+    prefixed = _prefixed_architecture(where, arch, check_files)
+    if prefixed is not None:
+        return prefixed
     import torchvision.models as tvm
 
     if arch not in tvm.list_models():
@@ -74,6 +79,30 @@ def _architecture(where: str, arch: Any, allow: tuple[str, ...] = ()) -> str | d
             f"with _target_, but got {arch!r}."
         )
     return arch
+
+
+def _prefixed_architecture(where: str, arch: str, check_files: bool) -> str | None:
+    """``timm:NAME`` or ``hub:DIR:ENTRY`` checked (None for any other string).
+    A hub directory must be trusted on the command line; ``check_files`` off
+    (a record read back) defers that check to loading."""
+    from benchmark.models import (
+        HUB_PREFIX,
+        TIMM_PREFIX,
+        check_hub_trusted,
+        check_timm_name,
+        split_hub,
+    )
+
+    if arch.startswith(TIMM_PREFIX):
+        check_timm_name(where, arch)
+        return arch
+    if arch.startswith(HUB_PREFIX):
+        if check_files:
+            check_hub_trusted(where, arch)
+        else:
+            split_hub(where, arch)
+        return arch
+    return None
 
 
 #: Why ``trust_checkpoint`` is not read from a config file or a record.
@@ -94,12 +123,17 @@ def parse_model(key: str, d: Any, check_files: bool = True,
     if "trust_checkpoint" in d:
         raise ConfigError(TRUST_FROM_FLAG.format(where=where))
     F.check_keys(where, d, MODEL_KEYS)
-    for required in ("name", "version", "architecture", "checkpoint"):
-        if d.get(required) in (None, ""):
-            raise ConfigError(f"Missing `{where}.{required}`; every model version names it.")
-    arch = _architecture(where, d["architecture"], allow_targets)
     fmt = F.choice(f"{where}.format", F.text(f"{where}.format", d.get("format", "state_dict")),
                    MODEL_FORMATS, "'state_dict' or 'torchscript'")
+    # A TorchScript file holds its network: it needs no architecture.
+    needed = ("name", "version", "checkpoint") if fmt == "torchscript" else (
+        "name", "version", "architecture", "checkpoint")
+    for required in needed:
+        if d.get(required) in (None, ""):
+            raise ConfigError(f"Missing `{where}.{required}`; every model version names it"
+                              f"{' (unless format: torchscript)' if required == 'architecture' else ''}.")
+    arch = (None if d.get("architecture") in (None, "") and fmt == "torchscript"
+            else _architecture(where, d["architecture"], allow_targets, check_files))
     checkpoint = F.text(f"{where}.checkpoint", d["checkpoint"])
     if check_files:
         path = resolve_path(checkpoint)
