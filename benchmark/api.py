@@ -112,11 +112,12 @@ def _names(items: Any, what: str) -> tuple[list[str], dict[str, dict[str, Any]]]
 
 
 def _suite(value: Any, what: str) -> tuple[list[str], dict[str, Any] | None]:
-    """A corruption/fault/groups argument: an option name, a config dict, or off."""
+    """A corruption/fault/groups argument as (overrides, inline section):
+    an option name, a config dict, or off (an empty dict: the section is null)."""
     if value is None:
         return [], None
-    if value is False:
-        return [f"{what}=null"], None
+    if value is False:  # off: the section is emptied after composing
+        return [], {}
     if isinstance(value, str):
         return [f"{what}={value}"], None
     if isinstance(value, Mapping):
@@ -260,7 +261,7 @@ def evaluate(
         }
     for key, inline in sections.items():
         if inline is not None:
-            resolved[key] = inline
+            resolved[key] = inline or None
 
     # Python-side modules: described in the config, prepared here.
     device_t = resolve_device(str(resolved.get("device", "auto")))
