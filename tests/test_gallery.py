@@ -83,6 +83,7 @@ def test_points_are_what_the_outcomes_counted(gallery_run) -> None:
     assert (result.out_dir / GALLERY_FILE).stat().st_size < 300_000
 
 
+@pytest.mark.slow
 def test_the_selection_is_deterministic(gallery_run, tmp_path: Path) -> None:
     again, _ = run(tmp_path, "again")
     a = read_gallery(gallery_run[0].out_dir).arrays
@@ -199,3 +200,22 @@ def test_outcome_frame_is_unchanged_by_the_gallery(gallery_run) -> None:
     assert isinstance(frame, pd.DataFrame)
     assert {"model", "version", "family", "threat", "param", "sample", "pred",
             "correct"} <= set(frame.columns)
+
+
+@pytest.mark.slow
+def test_report_gallery_in_a_browser(gallery_run, tmp_path: Path) -> None:
+    """The report of a run with attacks, corruptions and faults: every gallery
+    image decodes in chromium, one grid per family at least, no errors."""
+    browser = pytest.importorskip("test_report_browser")
+    if not browser.CHROMIUM or not Path(browser.CHROMIUM).exists():
+        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
+    out = tmp_path / "report.html"
+    assert main(["report", str(gallery_run[0].out_dir), "-o", str(out)]) == 0
+    html = out.read_text()
+    for family in ("attack", "corruption", "fault"):
+        assert f'id="gallery-{family}"' in html
+    result, console = browser.browser_check(out, tmp_path)
+    assert result["errors"] == [] and console == [] and result["fetched"] == []
+    gallery = [i for i in result["images"] if not i["plot"]]
+    assert len(gallery) >= 3
+    assert all(i["ok"] and i["width"] > 0 and i["height"] > 0 for i in result["images"])
