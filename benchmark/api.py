@@ -25,6 +25,7 @@ import pandas as pd
 
 from benchmark.core.errors import ConfigError
 from benchmark.core.types import EvalSet, Measurement
+from benchmark.schema.models import PYTHON_ARCH, PYTHON_DATA
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +41,6 @@ ModelArg = Union["nn.Module", str]  # noqa: UP007 (a forward reference: torch lo
 #: Threat and group arguments: option names, or config dicts as in the YAML.
 SectionArg = str | Sequence[str | Mapping[str, Any]] | Mapping[str, Any] | None
 
-#: Prefix of the architecture recorded for a Python-side module.
-PYTHON_ARCH = "python:"
 
 
 def _is_module(obj: Any) -> bool:
@@ -304,7 +303,7 @@ def evaluate(
     resolved["model"] = model_cfg
     spec = parse_run(resolved, prebuilt=prebuilt_specs)
     if evalset is not None:  # the record says what was evaluated (the key holds its fingerprint)
-        resolved["data"] = {"name": evalset.name, "loader": "python", "n": len(evalset),
+        resolved["data"] = {"name": evalset.name, "loader": PYTHON_DATA, "n": len(evalset),
                             "fingerprint": evalset.fingerprint}
 
     out = Path(out_dir) if out_dir is not None else _default_out_dir(spec.name)

@@ -170,6 +170,14 @@ def test_save_and_compare(tmp_path: Path) -> None:
     assert [c.key for c in comparison.candidates] == ["tiny@v2"]
     store = tmp_path / "s.sqlite"
     assert result.save(store) == result.run_id
+    # a record of Python objects cannot be re-run from the record alone: one clear line
+    from benchmark.schema import parse_run
+
+    with pytest.raises(ConfigError, match="records data passed to benchmark.evaluate"):
+        parse_run(result.record.config)
+    config = {**result.record.config, "data": {"name": "mnist5k", "loader": "mnist5k"}}
+    with pytest.raises(ConfigError, match="records a Python object passed to benchmark.evaluate"):
+        parse_run(config)
     from benchmark.store import open_store
 
     with open_store(store, readonly=True) as s:

@@ -219,3 +219,27 @@ def test_report_gallery_in_a_browser(gallery_run, tmp_path: Path) -> None:
     gallery = [i for i in result["images"] if not i["plot"]]
     assert len(gallery) >= 3
     assert all(i["ok"] and i["width"] > 0 and i["height"] > 0 for i in result["images"])
+
+
+def test_tabular_gallery_is_a_feature_diff_table(tmp_path: Path) -> None:
+    from benchmark.gallery import write_gallery
+
+    clean = np.array([[30.0, 1.0, 5.0], [41.0, 0.0, 2.0]], dtype=np.float32)
+    perturbed = clean.copy()
+    perturbed[0, 2] = 7.5  # one feature changed on the first point, none on the second
+    strs = lambda *v: np.asarray(v, dtype=str)  # noqa: E731
+    write_gallery(tmp_path, {
+        "version": strs("t@v1", "t@v1"), "family": strs("attack", "attack"),
+        "threat": strs("hsj", "hsj"), "param": np.array([0.5, 0.5]),
+        "sample": np.array([3, 9]), "label": np.array([1, 0]), "pred_clean": np.array([1, 0]),
+        "pred": np.array([0, 0]), "other_version": strs("", ""), "other_pred": np.array([-1, -1]),
+        "why": strs("broken", "worst_group"), "group": strs("sex=F", "sex=F"),
+        "perturbed": perturbed, "diff": amplified(perturbed - clean),
+        "clean_row": np.array([0, 1]), "clean_sample": np.array([3, 9]), "clean": clean,
+        "classes": strs("no", "yes"), "modality": np.asarray("tabular"),
+        "features": strs("age", "smoker", "hours")})
+    html = gallery_section(tmp_path)
+    assert "<img" not in html and 'class="gal-diff"' in html
+    assert "hours: 5 &rarr; 7.5" in html
+    assert "age:" not in html  # unchanged features are not listed
+    assert html.count("<tr>") == 3 and "none" in html

@@ -17,11 +17,21 @@ DATA_KEYS = ("name", "loader", "root", "split", "n_samples", "seed", "image_size
 MODEL_KEYS = ("name", "version", "architecture", "checkpoint", "format", "sha256", "mean", "std",
               "num_classes", "input_shape")
 MODEL_FORMATS = ("state_dict", "torchscript")
+#: How a run records a module passed from Python (``benchmark.api``): never rebuilt.
+PYTHON_ARCH = "python:"
+#: How a run records tensors or an EvalSet passed from Python.
+PYTHON_DATA = "python"
 
 
 def parse_data(d: Any) -> DataSpec:
     """Validate the ``data`` section; the loader must be registered."""
     d = F.mapping("data", d)
+    if d.get("loader") == PYTHON_DATA:
+        raise ConfigError(
+            f"Expected `data` to name a dataset loader, but it records data passed to "
+            f"benchmark.evaluate ({d.get('name')!r}, fingerprint {d.get('fingerprint')}); a "
+            "config or record cannot reload it: call evaluate with the data again."
+        )
     F.check_keys("data", d, DATA_KEYS)
     loader = F.text("data.loader", d.get("loader", d.get("name")))
     if loader not in list_loaders():
@@ -123,6 +133,12 @@ def parse_model(key: str, d: Any, check_files: bool = True,
     if "trust_checkpoint" in d:
         raise ConfigError(TRUST_FROM_FLAG.format(where=where))
     F.check_keys(where, d, MODEL_KEYS)
+    if str(d.get("architecture") or "").startswith(PYTHON_ARCH):
+        raise ConfigError(
+            f"Expected `{where}` to name an architecture and checkpoint, but it records a "
+            f"Python object passed to benchmark.evaluate ({d['architecture']}); a config or "
+            "record cannot rebuild it: call evaluate with the module again."
+        )
     fmt = F.choice(f"{where}.format", F.text(f"{where}.format", d.get("format", "state_dict")),
                    MODEL_FORMATS, "'state_dict' or 'torchscript'")
     # A TorchScript file holds its network: it needs no architecture.
