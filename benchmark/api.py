@@ -269,7 +269,7 @@ def evaluate(
     prebuilt_specs: dict[str, Any] = {}
     prebuilt: dict[str, Any] = {}
     named = iter(resolved.get("model") or {})
-    named_cfg = dict(resolved.get("model") or {})
+    named_cfg = dict(resolved.get("model") or {}) if options else {}
     used: set[str] = set()
     for i, (ref, m) in enumerate(entries):
         if isinstance(m, str):
