@@ -243,3 +243,15 @@ def test_tabular_gallery_is_a_feature_diff_table(tmp_path: Path) -> None:
     assert "hours: 5 &rarr; 7.5" in html
     assert "age:" not in html  # unchanged features are not listed
     assert html.count("<tr>") == 3 and "none" in html
+
+
+def test_export_help_loads_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom benchmark.cli import main\ntry:\n    main(['export', '--help'])\n"
+            "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch loaded'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "rtb export" in proc.stdout and "--threat" in proc.stdout

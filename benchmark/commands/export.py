@@ -42,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def export_main(args: Sequence[str]) -> int:
     """``rtb export``."""
-    from benchmark.export import export_examples
-
     ns = build_parser().parse_args(args)
+    from benchmark.export import export_examples  # torch: only once the arguments are good
+
     path, sel = export_examples(ns.run, ns.threat, ns.eps, ns.version, Path(ns.output),
                                 ns.format)
     print(f"exported {len(sel.rows)} example(s) of {sel.version} under {sel.threat} "
