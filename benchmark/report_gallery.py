@@ -28,11 +28,11 @@ from benchmark.rundir import GALLERY_FILE, RECORD_FILE, Gallery, LoadedRun, read
 FAMILY_TITLES = {"attack": "Attacks", "corruption": "Corruptions", "fault": "Pipeline faults"}
 WHY_TEXT = {"broken": "broken", "worst_group": "worst group", "disagree": "versions disagree"}
 #: Width in pixels each image of a strip is scaled to (nearest neighbour).
-STRIP_WIDTH = 84
+STRIP_WIDTH = 56
 
 CSS = """
 .gal-grid{display:flex;flex-wrap:wrap;gap:8px;margin:6px 0 14px}
-.gal-grid figure{margin:0;text-align:center;font-size:.78em;width:96px}
+.gal-grid figure{margin:0;text-align:center;font-size:.74em;width:88px}
 .gal-grid img{image-rendering:pixelated;border:1px solid #d0d7de;display:block;margin:0 auto}
 .gal-grid figcaption{color:#1f2328;line-height:1.25}
 .gal-bad{color:#cf222e;font-weight:600}.gal-why{color:#57606a}
