@@ -202,7 +202,7 @@ def build_gallery(spec: RunSpec, data: EvalSet, models: Sequence[ModelUnderTest]
             try:
                 x_pert = threat_inputs(spec.corruption, spec.fault, by_model[o.model_key], data,
                                        idx, o.threat, spec.seed, spec.models).numpy()
-            except (ValueError, KeyError, StopIteration, IndexError) as exc:
+            except Exception as exc:  # e.g. an image corruption on a feature table
                 log.info("gallery: no inputs for %s %s (%s)", o.model_key, o.threat.name, exc)
                 continue
         x_clean = data.x[torch.from_numpy(idx)].numpy()
@@ -261,10 +261,16 @@ def write_gallery(out_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 def collect_and_write(spec: RunSpec, data: EvalSet, models: Sequence[ModelUnderTest],
                       outcomes: Sequence[Outcome], measurements: Sequence[Measurement],
-                      collector: GalleryCollector, out_dir: Path) -> Path:
-    """The runner's gallery phase: select, gather the inputs, write ``gallery.npz``."""
-    return write_gallery(out_dir, build_gallery(spec, data, models, outcomes, measurements,
-                                                collector))
+                      collector: GalleryCollector, out_dir: Path) -> Path | None:
+    """The runner's gallery phase: select, gather the inputs, write ``gallery.npz``.
+    The gallery is derived from the outcomes: a failure here is one warning,
+    never a lost run."""
+    try:
+        arrays = build_gallery(spec, data, models, outcomes, measurements, collector)
+    except Exception as exc:
+        log.warning("example gallery not written: %s: %s", type(exc).__name__, exc)
+        return None
+    return write_gallery(out_dir, arrays)
 
 
 __all__ = [
