@@ -56,6 +56,32 @@ def lp_distance(x_adv: torch.Tensor, x: torch.Tensor, norm: float) -> np.ndarray
     return (x_adv - x).flatten(1).norm(p=p, dim=1).cpu().numpy().astype(np.float64)
 
 
+class ExampleKeeper:
+    """The examples a sweep keeps for a fixed, sorted set of sample indices
+    (``pool``): after each budget, the worst-case example of every pool point
+    (its clean input while no attack has touched it). The example gallery
+    reads them, so that what it shows is exactly what the outcomes counted."""
+
+    def __init__(self, pool: np.ndarray, x: torch.Tensor) -> None:
+        self.pool = np.asarray(pool, dtype=np.int64)
+        self.current = x[torch.from_numpy(self.pool)].detach().to("cpu", torch.float32).clone()
+        self.kept: dict[float, torch.Tensor] = {}
+
+    def put(self, idx: np.ndarray, x_adv: torch.Tensor) -> None:
+        """Examples ``x_adv`` (one row per sample index in ``idx``) replace the kept ones."""
+        if not len(self.pool) or not len(idx):
+            return
+        pos = np.clip(np.searchsorted(self.pool, idx), 0, len(self.pool) - 1)
+        hit = self.pool[pos] == idx
+        if hit.any():
+            rows = torch.from_numpy(np.flatnonzero(hit))
+            self.current[torch.from_numpy(pos[hit])] = x_adv[rows.to(x_adv.device)].detach().to(
+                "cpu", torch.float32)
+
+    def snapshot(self, eps: float) -> None:
+        self.kept[float(eps)] = self.current.clone()
+
+
 @dataclass
 class PointState:
     """Per-point worst case so far over budgets (and ensemble members).
@@ -73,6 +99,7 @@ class PointState:
     broken_by: np.ndarray
     target: np.ndarray | None = None
     norms: dict[str, np.ndarray] = field(default_factory=dict)
+    keeper: ExampleKeeper | None = None
 
     @classmethod
     def start(cls, y: np.ndarray, clean_pred: np.ndarray,
@@ -87,8 +114,8 @@ class PointState:
         )
 
     def update(self, idx: np.ndarray, p: np.ndarray, norms: dict[str, np.ndarray],
-               eps: float, member: int | None = None) -> None:
-        """Fold in the predictions ``p`` on the examples found for points ``idx``."""
+               eps: float, member: int | None = None, x_adv: torch.Tensor | None = None) -> None:
+        """Fold in the predictions ``p`` on the examples ``x_adv`` found for points ``idx``."""
         y = self.y[idx]
         hit = (p == self.target[idx]) if self.target is not None else (p != y)
         wrong = p != y
@@ -99,6 +126,8 @@ class PointState:
         self.pred[sel] = p[take]
         for k in NORM_KEYS:
             self.norms[k][sel] = norms[k][take]
+        if self.keeper is not None and x_adv is not None:
+            self.keeper.put(sel, x_adv[torch.from_numpy(np.flatnonzero(take)).to(x_adv.device)])
         won = idx[hit]
         self.success[won] = True
         self.alive[won] = False
@@ -178,7 +207,7 @@ def attack_step(adapter: ArtAdapter, spec: AttackSpec, eps: float, x: torch.Tens
     labels = _labels(y[ti], state.target[idx] if state.target is not None else None)
     x_adv = attack_points(adapter, spec, eps, xs, labels, seed)
     p = predict(adapter.model, x_adv, adapter.batch_size)
-    state.update(idx, p, perturbation_norms(x_adv, xs.to(x_adv.device)), eps, member)
+    state.update(idx, p, perturbation_norms(x_adv, xs.to(x_adv.device)), eps, member, x_adv)
 
 
 def run_attack(
@@ -189,23 +218,28 @@ def run_attack(
     clean_pred: np.ndarray,
     seed: int,
     on_step: Callable[[], None] | None = None,
+    keeper: ExampleKeeper | None = None,
 ) -> Iterator[Outcome]:
     """Per-sample worst-case outcomes of one attack config (single, minimum-norm
     or ensemble) over its budgets, one ``Outcome`` per eps.
 
     ``eps_broken`` records the smallest budget that broke each point (0 for
-    clean errors, inf for points that survived).
+    clean errors, inf for points that survived). ``keeper`` (optional) keeps
+    the examples of its pool points after each budget.
     """
     if spec.members:
-        yield from run_ensemble(adapter, spec, x, y, clean_pred, seed, on_step)
+        yield from run_ensemble(adapter, spec, x, y, clean_pred, seed, on_step, keeper)
         return
     if spec.minimum_norm:
-        yield from _minimum_norm_sweep(adapter, spec, x, y, clean_pred, seed, on_step)
+        yield from _minimum_norm_sweep(adapter, spec, x, y, clean_pred, seed, on_step, keeper)
         return
     target = choose_targets(adapter, spec, x, y, seed)
     state = PointState.start(y.numpy(), clean_pred, target)
+    state.keeper = keeper
     for eps in spec.eps:
         attack_step(adapter, spec, eps, x, y, state, seed)
+        if keeper is not None:
+            keeper.snapshot(eps)
         yield state.outcome(adapter.model, threat_of(spec, eps))
         if on_step is not None:
             on_step()
@@ -213,7 +247,8 @@ def run_attack(
 
 def _minimum_norm_sweep(adapter: ArtAdapter, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor,
                         clean_pred: np.ndarray, seed: int,
-                        on_step: Callable[[], None] | None) -> Iterator[Outcome]:
+                        on_step: Callable[[], None] | None,
+                        keeper: ExampleKeeper | None = None) -> Iterator[Outcome]:
     """One run of a minimum-norm attack; each eps is a threshold on the
     distance found: a point counts as broken at eps only if its example lies
     within eps and is misclassified by our forward pass (after projection,
@@ -221,6 +256,7 @@ def _minimum_norm_sweep(adapter: ArtAdapter, spec: AttackSpec, x: torch.Tensor, 
     model = adapter.model
     target = choose_targets(adapter, spec, x, y, seed)
     state = PointState.start(y.numpy(), clean_pred, target)
+    state.keeper = keeper
     n = len(y)
     distance = np.where(state.alive, np.inf, 0.0)
     idx = np.flatnonzero(state.alive)
@@ -243,7 +279,9 @@ def _minimum_norm_sweep(adapter: ArtAdapter, spec: AttackSpec, x: torch.Tensor, 
             xs = x[torch.from_numpy(alive)].to(found.device)
             x_eps = project(found[rows], xs, eps, spec.norm)
             p = predict(model, x_eps, adapter.batch_size)
-            state.update(alive, p, perturbation_norms(x_eps, xs), eps)
+            state.update(alive, p, perturbation_norms(x_eps, xs), eps, x_adv=x_eps)
+        if keeper is not None:
+            keeper.snapshot(eps)
         yield state.outcome(model, threat_of(spec, eps), {"distance": distance.copy()})
         if on_step is not None:
             on_step()
@@ -267,14 +305,18 @@ def run_ensemble(
     clean_pred: np.ndarray,
     seed: int,
     on_step: Callable[[], None] | None = None,
+    keeper: ExampleKeeper | None = None,
 ) -> Iterator[Outcome]:
     """Per-sample worst case over the members and budgets of ``spec``, one
     ``Outcome`` per eps; ``broken_by`` names the member (index) that broke
     each point (NaN: not broken by an attack)."""
     state = PointState.start(y.numpy(), clean_pred)
+    state.keeper = keeper
     for eps in spec.eps:
         for i, member in enumerate(spec.members):
             attack_step(adapter, member, eps, x, y, state, seed, member=i)
+        if keeper is not None:
+            keeper.snapshot(eps)
         yield state.outcome(adapter.model, threat_of(spec, eps),
                             {"broken_by": state.broken_by.copy()})
         if on_step is not None:

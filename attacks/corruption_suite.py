@@ -19,7 +19,7 @@ import torch
 from attacks.corruptions import corrupt, resolve_param_set, sample_keys
 from attacks.faults import get_fault
 from benchmark.core.forward import predict_finite
-from benchmark.core.specs import CorruptionSuiteSpec, FaultSuiteSpec, ModelSpec
+from benchmark.core.specs import CorruptionSuiteSpec, FaultSpec, FaultSuiteSpec, ModelSpec
 from benchmark.core.types import EvalSet, ModelUnderTest, Outcome, Threat
 
 
@@ -96,6 +96,20 @@ def _model_normalization(model: ModelUnderTest, model_specs: Mapping[str, ModelS
     return {}
 
 
+def _fault_params(suite: FaultSuiteSpec, fault: FaultSpec, model: ModelUnderTest, seed: int,
+                  model_specs: Mapping[str, ModelSpec] | None) -> dict[str, Any]:
+    """The arguments a fault is called with: its own, the version's
+    normalization where it takes one, and the suite's seed."""
+    accepted = inspect.signature(get_fault(fault.name)).parameters
+    params = dict(fault.params)
+    for k, v in _model_normalization(model, model_specs or {}).items():
+        if k in accepted and params.get(k) is None:
+            params[k] = v
+    if "seed" in accepted and "seed" not in params:
+        params["seed"] = suite.seed if suite.seed is not None else seed
+    return params
+
+
 def fault_outcomes(
     suite: FaultSuiteSpec, model: ModelUnderTest, data: EvalSet, batch_size: int, seed: int,
     model_specs: Mapping[str, ModelSpec] | None = None, on_step: Callable[[], None] | None = None,
@@ -104,17 +118,10 @@ def fault_outcomes(
     all finite counts as misclassified (its ``finite`` column says which)."""
     keys = sample_keys(data.x)
     y = data.y.numpy()
-    norm = _model_normalization(model, model_specs or {})
-    s = suite.seed if suite.seed is not None else seed
     for fault in suite.faults:
         fn = get_fault(fault.name)
         accepted = inspect.signature(fn).parameters
-        params = dict(fault.params)
-        for k, v in norm.items():
-            if k in accepted and params.get(k) is None:
-                params[k] = v
-        if "seed" in accepted and "seed" not in params:
-            params["seed"] = s
+        params = _fault_params(suite, fault, model, seed, model_specs)
         preds: list[np.ndarray] = []
         finite: list[np.ndarray] = []
         for i in range(0, len(y), batch_size):
@@ -139,3 +146,32 @@ def suite_outcomes(corruption: CorruptionSuiteSpec | None, fault: FaultSuiteSpec
         yield from corruption_outcomes(corruption, model, data, batch_size, seed, on_step)
     if fault is not None:
         yield from fault_outcomes(fault, model, data, batch_size, seed, model_specs, on_step)
+
+
+def threat_inputs(corruption: CorruptionSuiteSpec | None, fault: FaultSuiteSpec | None,
+                  model: ModelUnderTest, data: EvalSet, idx: np.ndarray, threat: Threat,
+                  seed: int, model_specs: Mapping[str, ModelSpec] | None = None
+                  ) -> torch.Tensor:
+    """The inputs of samples ``idx`` under one corruption or fault of the run,
+    on the CPU: the same values the suite evaluated (per-sample seeds from
+    each sample's content, so a subset gets what the whole set got)."""
+    keys = sample_keys(data.x)
+    sel = [keys[int(i)] for i in idx]
+    x = data.x[torch.from_numpy(np.asarray(idx, dtype=np.int64))].to(model.device)
+    if threat.family == "corruption" and corruption is not None:
+        h, w = data.x.shape[-2:]
+        s = corruption.seed if corruption.seed is not None else seed
+        out = corrupt(x, threat.name, int(threat.param or 0), seed=s, keys=sel,
+                      param_set=resolve_param_set(corruption.param_set, int(h), int(w)))
+        return out.detach().cpu()
+    if threat.family == "fault" and fault is not None:
+        recorded = {k: v for k, v in threat.params.items() if k != "suite"}
+        named = [f for f in fault.faults if f.name == threat.name]
+        spec = next((f for f in named
+                     if _fault_params(fault, f, model, seed, model_specs) == recorded), named[0])
+        fn = get_fault(spec.name)
+        params = _fault_params(fault, spec, model, seed, model_specs)
+        extra = {"keys": sel} if "keys" in inspect.signature(fn).parameters else {}
+        return fn(x, **params, **extra).detach().cpu()
+    raise ValueError(f"Expected a corruption or fault of the run, but got {threat.family} "
+                     f"{threat.name!r}.")

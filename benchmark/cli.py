@@ -37,6 +37,7 @@ Commands:
   mlflow-log  log a run or a sweep to an MLflow tracking store (optional extra `mlflow`)
   validate data and model checks, or drift of a batch (rtb validate --help); exit 1 on failure
   monitor  windows of production data: drift, accuracy without labels, matched threat (rtb monitor --help)
+  export   write a run's kept adversarial examples as npz or PNGs (rtb export --help)
 
 Examples:
   rtb run                                   # default: mnist_cnn@v1 vs @v2, FGSM + PGD
@@ -61,6 +62,7 @@ COMMAND_MODULES: dict[str, tuple[str, str]] = {
     "mlflow-log": ("mlflow_log", "mlflow_log_main"),
     "validate": ("validate", "validate_main"),
     "monitor": ("monitor", "monitor_main"),
+    "export": ("export", "export_main"),
 }
 COMMANDS = tuple(COMMAND_MODULES)
 

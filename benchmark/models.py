@@ -4,6 +4,14 @@ normalization folded into the module, eval mode, on the chosen device.
 Checkpoints load with ``weights_only=True`` unless the user trusts the file
 on the command line (``--trust-checkpoint PATH``, passed on to jobs in
 ``RTB_TRUST_CHECKPOINTS``); a config file or a record cannot trust one.
+
+Architectures: a torchvision name, a checked ``_target_`` mapping,
+``timm:NAME`` (the optional extra ``timm``; never a pretrained download),
+``hub:LOCAL_DIR:ENTRYPOINT`` (``torch.hub.load(source="local")``: the
+directory's ``hubconf.py`` runs, so the directory must be trusted on the
+command line, ``--trust-hub DIR``, passed on in ``RTB_TRUST_HUB``), or none
+for ``format: torchscript``. An ``nn.Module`` passed to the Python API is the
+caller's own code and is wrapped by ``module_under_test``.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import hashlib
 import logging
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +38,13 @@ log = logging.getLogger(__name__)
 
 #: Checkpoints the user trusts for full unpickling: ``os.pathsep``-separated paths.
 TRUST_ENV = "RTB_TRUST_CHECKPOINTS"
+
+#: Local torch.hub directories the user trusts to run: ``os.pathsep``-separated paths.
+TRUST_HUB_ENV = "RTB_TRUST_HUB"
+
+#: Prefixes of the string architectures that are not torchvision names.
+TIMM_PREFIX = "timm:"
+HUB_PREFIX = "hub:"
 
 #: Keys of an architecture mapping that are not constructor arguments.
 _ARCH_META = ("_target_", "_partial_", "_recursive_", "_convert_")
@@ -54,6 +70,178 @@ def trust_checkpoints(paths: list[str]) -> None:
         resolved.append(str(path))
     old = [p for p in os.environ.get(TRUST_ENV, "").split(os.pathsep) if p]
     os.environ[TRUST_ENV] = os.pathsep.join(dict.fromkeys([*old, *resolved]))
+
+
+def trusted_hub_dirs() -> frozenset[Path]:
+    """The resolved directories named in ``RTB_TRUST_HUB``."""
+    raw = os.environ.get(TRUST_HUB_ENV, "")
+    return frozenset(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p)
+
+
+def trust_hub_dirs(paths: list[str]) -> None:
+    """Add ``paths`` (checked to be directories holding ``hubconf.py``) to
+    ``RTB_TRUST_HUB`` of this process, so that its jobs see them."""
+    resolved = []
+    for p in paths:
+        path = Path(p).expanduser().resolve()
+        if not (path / "hubconf.py").is_file():
+            raise ConfigError(
+                f"Expected `--trust-hub` to name a local torch.hub directory holding "
+                f"hubconf.py, but got {p!r} ({'no hubconf.py in it' if path.is_dir() else 'not a directory'})."
+            )
+        resolved.append(str(path))
+    old = [p for p in os.environ.get(TRUST_HUB_ENV, "").split(os.pathsep) if p]
+    os.environ[TRUST_HUB_ENV] = os.pathsep.join(dict.fromkeys([*old, *resolved]))
+
+
+#: Why a hub directory is refused until the command line trusts it.
+HUB_NOT_TRUSTED = (
+    "Refusing `{where}.architecture` = {arch!r}: loading a torch.hub directory runs its "
+    "hubconf.py, and trust in code is not read from a config file; if you trust {path}, "
+    "pass it on the command line: rtb run --trust-hub {path} ..."
+)
+
+
+def split_hub(where: str, arch: str) -> tuple[Path, str]:
+    """``hub:LOCAL_DIR:ENTRYPOINT`` as (resolved directory, entrypoint)."""
+    body = arch[len(HUB_PREFIX):]
+    directory, sep, entry = body.rpartition(":")
+    if not sep or not directory or not entry.isidentifier():
+        raise ConfigError(
+            f"Expected `{where}.architecture` as hub:LOCAL_DIR:ENTRYPOINT (a local torch.hub "
+            f"directory and the name of a function in its hubconf.py), but got {arch!r}."
+        )
+    return resolve_path(directory).resolve(), entry
+
+
+def check_hub_trusted(where: str, arch: str) -> Path:
+    """The hub directory of ``arch`` when it exists, holds ``hubconf.py`` and
+    is trusted on the command line; else one ``ConfigError`` line."""
+    path, _ = split_hub(where, arch)
+    if not (path / "hubconf.py").is_file():
+        raise ConfigError(
+            f"Expected `{where}.architecture` to name a local torch.hub directory holding "
+            f"hubconf.py, but {str(path)!r} has none."
+        )
+    if path not in trusted_hub_dirs():
+        raise ConfigError(HUB_NOT_TRUSTED.format(where=where, arch=arch, path=path))
+    return path
+
+
+def timm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("timm") is not None
+
+
+def check_timm_name(where: str, arch: str) -> str:
+    """The timm architecture name of ``timm:NAME``, checked to be registered."""
+    name = arch[len(TIMM_PREFIX):]
+    if not timm_available():
+        raise ConfigError(
+            f"Expected the optional extra `timm` for `{where}.architecture` = {arch!r}, but "
+            f"timm is not installed (pip install 'robustness-testbench[timm]')."
+        )
+    import timm
+
+    if not name or not timm.is_model(name):
+        raise ConfigError(
+            f"Expected `{where}.architecture` to be timm:NAME with a timm architecture name "
+            f"(timm.list_models()), but got {arch!r}."
+        )
+    return name
+
+
+def _timm_architecture(spec: ModelSpec) -> nn.Module:
+    """A timm network by name, with random weights (never a pretrained download)."""
+    import timm
+
+    name = check_timm_name(f"model.{spec.key}", str(spec.architecture))
+    try:
+        net: nn.Module = timm.create_model(name, pretrained=False,
+                                           num_classes=spec.num_classes,
+                                           in_chans=spec.input_shape[0])
+    except Exception as exc:  # the architecture's own argument errors
+        raise ConfigError(f"Could not build `model.{spec.key}.architecture` "
+                          f"({spec.architecture}): {exc}") from None
+    return net
+
+
+def _hub_architecture(spec: ModelSpec) -> nn.Module:
+    """``torch.hub.load(LOCAL_DIR, ENTRYPOINT, source="local")`` of a trusted directory."""
+    where = f"model.{spec.key}"
+    arch = str(spec.architecture)
+    path = check_hub_trusted(where, arch)
+    _, entry = split_hub(where, arch)
+    log.warning("trusting torch.hub directory %s: running its hubconf.py (%s)", path, entry)
+    try:
+        net = torch.hub.load(str(path), entry, source="local", trust_repo=True)
+    except Exception as exc:  # the hubconf's own errors
+        raise ConfigError(f"Could not build `{where}.architecture` ({arch}): "
+                          f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"Expected `{where}.architecture` ({arch}) to return a "
+                          f"torch.nn.Module, but got {type(net).__name__}.")
+    return net
+
+
+def _load_torchscript(spec: ModelSpec, path: Path) -> nn.Module:
+    """A TorchScript file (no architecture needed); torch's deprecation notice
+    of ``torch.jit`` is filtered (it concerns writing new TorchScript)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated",
+                                    category=FutureWarning)
+            net: nn.Module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} of {spec.ref} is not a TorchScript file: "
+            f"{' '.join(str(exc).split())[:300]}"
+        ) from None
+    return net
+
+
+def module_sha256(module: nn.Module) -> str:
+    """A content digest of a Python-side module: its class and every tensor of
+    its state (what a checkpoint's sha256 is for a loaded version)."""
+    h = hashlib.sha256()
+    cls = type(module)
+    h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        t = v.detach().to("cpu").contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def module_under_test(module: nn.Module, *, name: str, version: str, num_classes: int,
+                      input_shape: tuple[int, ...], device: torch.device,
+                      mean: tuple[float, ...] = (0.0,), std: tuple[float, ...] = (1.0,)
+                      ) -> ModelUnderTest:
+    """A caller's own ``nn.Module`` (trusted: the caller holds it) as a version
+    under test, prepared like a loaded one. The caller's module is not changed:
+    it is copied, so its mode and ``requires_grad`` flags stay as they were."""
+    import copy
+
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"Expected a torch.nn.Module for model {name}@{version}, but got "
+                          f"{type(module).__name__}.")
+    digest = module_sha256(module)
+    wrapped = Normalized(copy.deepcopy(module), mean, std).to(device)
+    return _prepared(wrapped, name, version, digest, num_classes, input_shape, device)
+
+
+def _prepared(module: nn.Module, name: str, version: str, digest: str, num_classes: int,
+              input_shape: tuple[int, ...], device: torch.device) -> ModelUnderTest:
+    module.eval()
+    # Attacks need gradients of the input only: frozen weights spare every
+    # backward pass the gradients of the parameters.
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return ModelUnderTest(name=name, version=version, module=module, sha256=digest,
+                          num_classes=num_classes, input_shape=input_shape, device=device)
 
 
 class Normalized(nn.Module):
@@ -92,6 +280,10 @@ def sha256_file(path: Path) -> str:
 def build_architecture(spec: ModelSpec) -> nn.Module:
     """Instantiate the network named by ``spec.architecture`` (no weights)."""
     arch = spec.architecture
+    if isinstance(arch, str) and arch.startswith(TIMM_PREFIX):
+        return _timm_architecture(spec)
+    if isinstance(arch, str) and arch.startswith(HUB_PREFIX):
+        return _hub_architecture(spec)
     if isinstance(arch, Mapping):
         where = f"model.{spec.key}.architecture"
         # Resolved and checked by kind here too, and called directly rather
@@ -109,6 +301,9 @@ def build_architecture(spec: ModelSpec) -> nn.Module:
             raise ConfigError(
                 f"Could not build `{where}` ({arch.get('_target_')}): {exc}"
             ) from None
+    elif arch is None:
+        raise ConfigError(f"Missing `model.{spec.key}.architecture`; every model version "
+                          "names it (unless format: torchscript).")
     else:
         import torchvision.models as tvm
 
@@ -216,29 +411,12 @@ def load_model(spec: ModelSpec, device: torch.device) -> ModelUnderTest:
             f"expected sha256 {spec.sha256}, but got {digest}."
         )
     if spec.format == "torchscript":
-        try:
-            net: nn.Module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise CheckpointError(
-                f"Checkpoint {str(path)!r} of {spec.ref} is not a TorchScript file: {exc}"
-            ) from None
+        net = _load_torchscript(spec, path)
     else:
         net = build_architecture(spec)
         _fit_state_dict(spec, net, _load_state_dict(spec, path, digest), path)
     # a feature-table model folds its own preprocessing in (benchmark.tabular_models)
     module = (net if getattr(net, "takes_raw_features", False)
               else Normalized(net, spec.mean, spec.std)).to(device)
-    module.eval()
-    # Attacks need gradients of the input only: frozen weights spare every
-    # backward pass the gradients of the parameters.
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return ModelUnderTest(
-        name=spec.name,
-        version=spec.version,
-        module=module,
-        sha256=digest,
-        num_classes=spec.num_classes,
-        input_shape=spec.input_shape,
-        device=device,
-    )
+    return _prepared(module, spec.name, spec.version, digest, spec.num_classes,
+                     spec.input_shape, device)

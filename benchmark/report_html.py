@@ -24,6 +24,7 @@ import pandas as pd
 
 from benchmark.core.errors import DataError, StoreError, UserError
 from benchmark.core.types import threat_label
+from benchmark.report_gallery import gallery_section
 from benchmark.rundir import LoadedRun, resolve_run_ref, stored_outcomes
 
 if TYPE_CHECKING:
@@ -633,7 +634,8 @@ def build_report(runs: Sequence[LoadedRun], compare: Sequence[str] = (),
                     checks=checks_table(runs), checks_summary=checks_summary(runs),
                     notes=comparability_notes(runs), verdict=verdict,
                     corruption=corruption_ce_table(df), fairness=fairness, groups_first=tabular)
-    # Section slot: the example gallery (benchmark.report_gallery) fills report.gallery_html.
+    # the example gallery's section slot: image grids (or feature diffs) of each run
+    report.gallery_html = "\n".join(filter(None, (gallery_section(r) for r in runs)))
     return report
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from benchmark.core.errors import RunDirError
@@ -27,6 +28,11 @@ RECORD_FILE = "record.json"
 OUTCOMES_FILE = "outcomes.parquet"
 #: Checkpoints of a run in progress: one file per finished piece (``benchmark.pieces``).
 PIECES_DIR = "pieces"
+#: The run's example gallery (``benchmark.gallery`` writes it; read here).
+GALLERY_FILE = "gallery.npz"
+#: Per-point arrays of ``gallery.npz`` (one row per (version, threat, point)).
+POINT_ARRAYS = ("version", "family", "threat", "param", "sample", "label", "pred_clean", "pred",
+                "other_version", "other_pred", "why", "group", "perturbed", "diff", "clean_row")
 #: Keys without which a JSON file is not a run record.
 RECORD_KEYS = ("run_id", "measurements")
 
@@ -140,3 +146,68 @@ def stored_outcomes(store_path: Path, run_id: str) -> Callable[[], pd.DataFrame]
             return s.outcomes(run_id).drop(columns=["run_id"], errors="ignore")
 
     return read
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """A run's gallery, read back: ``arrays`` as in ``gallery.npz``."""
+
+    arrays: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(len(self.arrays.get("sample", ())))
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(c) for c in self.arrays.get("classes", [])]
+
+    @property
+    def modality(self) -> str:
+        m = self.arrays.get("modality")
+        return str(m) if m is not None else "image"
+
+    def entries(self) -> list[tuple[str, str, str, float]]:
+        """Distinct (version, family, threat, param) in stored order."""
+        a = self.arrays
+        seen: dict[tuple[str, str, str, float], None] = {}
+        for i in range(len(self)):
+            seen.setdefault((str(a["version"][i]), str(a["family"][i]), str(a["threat"][i]),
+                             float(a["param"][i])), None)
+        return list(seen)
+
+    def rows(self, version: str | None = None, family: str | None = None,
+             threat: str | None = None, param: float | None = None) -> np.ndarray:
+        """Indices of the points matching every filter given."""
+        a = self.arrays
+        keep = np.ones(len(self), dtype=bool)
+        if version is not None:
+            keep &= a["version"] == version
+        if family is not None:
+            keep &= a["family"] == family
+        if threat is not None:
+            keep &= a["threat"] == threat
+        if param is not None:
+            keep &= np.isclose(a["param"], param, rtol=0, atol=1e-9)
+        return np.flatnonzero(keep)
+
+    def clean(self, rows: Iterable[int]) -> np.ndarray:
+        r = np.asarray(list(rows), dtype=np.int64)
+        return self.arrays["clean"][self.arrays["clean_row"][r]]
+
+
+def read_gallery(run_dir: Path) -> Gallery:
+    """The gallery of a run directory; a missing or unreadable file is one ``RunDirError``."""
+    path = Path(run_dir) / GALLERY_FILE
+    if not path.is_file():
+        raise RunDirError(f"Expected {GALLERY_FILE} in the run directory {str(run_dir)!r} (a run "
+                          f"of this version of rtb keeps one), but it has none.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise RunDirError(f"Cannot read {str(path)!r} as a gallery: {exc}.") from None
+    missing = [k for k in POINT_ARRAYS if k not in arrays]
+    if missing:
+        raise RunDirError(f"Expected {str(path)!r} to hold the gallery arrays, but it has no "
+                          f"{', '.join(missing)}.")
+    return Gallery(arrays)

@@ -37,6 +37,7 @@ from benchmark.core.types import (
     threat_label,
 )
 from benchmark.data import load_evalset
+from benchmark.gallery import GalleryCollector, collect_and_write
 from benchmark.models import load_model, resolve_device
 from benchmark.pieces import clear_pieces, load_pieces, save_piece
 from benchmark.record import RunRecord, config_hash, environment, package_versions, write_record
@@ -173,8 +174,9 @@ def clean_piece(spec: RunSpec, model: ModelUnderTest, data: EvalSet) -> Piece:
 
 
 def threat_pieces(spec: RunSpec, model: ModelUnderTest, data: EvalSet,
-                  clean: Outcome) -> Iterator[Piece]:
-    """Every threat of the run against one model version, as pieces."""
+                  clean: Outcome, gallery: GalleryCollector | None = None) -> Iterator[Piece]:
+    """Every threat of the run against one model version, as pieces;
+    ``gallery`` keeps the attacks' examples of its pool points."""
     if data.modality == "tabular":
         from benchmark.tabular_run import tabular_threats
 
@@ -186,8 +188,9 @@ def threat_pieces(spec: RunSpec, model: ModelUnderTest, data: EvalSet,
     def attack(spec_a: AttackSpec, on_step: Callable[[], None]) -> Iterator[Outcome]:
         if not adapters:
             adapters.append(ArtAdapter(model, spec.batch_size))
+        keeper = gallery.keeper(model, spec_a.name) if gallery is not None else None
         yield from run_attack(adapters[0], spec_a, data.x, data.y, clean.pred, spec.seed,
-                              on_step=on_step)
+                              on_step=on_step, keeper=keeper)
 
     for a in spec.attacks.values():
         yield Piece(f"{model.key}--attack--{a.name}", a.name, len(a.eps), partial(attack, a),
@@ -207,7 +210,7 @@ def threat_pieces(spec: RunSpec, model: ModelUnderTest, data: EvalSet,
 
 
 def run_pieces(spec: RunSpec, models: list[ModelUnderTest], data: EvalSet, out_dir: Path,
-               key: str, bar: Any) -> list[Outcome]:
+               key: str, bar: Any, gallery: GalleryCollector | None = None) -> list[Outcome]:
     """Every outcome of the run, piece by piece: a piece already finished in
     ``out_dir`` under the same run key is read back, every other one runs
     and is saved there as soon as it finishes."""
@@ -238,7 +241,7 @@ def run_pieces(spec: RunSpec, models: list[ModelUnderTest], data: EvalSet, out_d
         for model in models:
             clean = run(clean_piece(spec, model, data), model)
             outcomes.extend(clean)
-            for piece in threat_pieces(spec, model, data, clean[0]):
+            for piece in threat_pieces(spec, model, data, clean[0], gallery):
                 outcomes.extend(run(piece, model))
     except BaseException:
         bar.close()  # end the bar's line before the error is shown
@@ -258,8 +261,8 @@ def in_phase(bar: Any, name: str, fn: Callable[..., Any], *args: Any) -> Any:
     return out
 
 
-#: Progress steps after the threats: group metrics, reliability re-attacks, record.
-FINISH_STEPS = 3
+#: Progress steps after the threats: group metrics, reliability re-attacks, gallery, record.
+FINISH_STEPS = 4
 
 
 def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
@@ -302,12 +305,16 @@ def run_benchmark(
     progress: bool = True,
     on_key: Callable[[str], None] | None = None,
     extra: dict[str, Any] | None = None,
+    data: EvalSet | None = None,
+    models: list[ModelUnderTest] | None = None,
 ) -> RunResult:
     """Run ``spec`` end to end and write its record into ``out_dir``.
 
     ``on_key`` gets the run's content key before any threat runs (a sweep
     uses it to skip a job already complete in the store, by raising);
-    ``extra`` goes into the record (e.g. the sweep id)."""
+    ``extra`` goes into the record (e.g. the sweep id). ``data`` and
+    ``models`` (the Python API's prebuilt EvalSet and modules, in the order of
+    ``spec.models``) replace loading them from ``spec``."""
     started = datetime.now(timezone.utc)
     if spec.store:  # a store this run could not write is refused before any work
         from benchmark.store import check_writable_store
@@ -315,8 +322,9 @@ def run_benchmark(
         check_writable_store(spec.store.path)
     configure_determinism(spec.seed, spec.deterministic)
     device = resolve_device(spec.device)
-    data = load_evalset(spec.data)
-    models = [load_model(m, device) for m in spec.models.values()]
+    data = data if data is not None else load_evalset(spec.data)
+    models = models if models is not None else [load_model(m, device)
+                                                for m in spec.models.values()]
     for m in models:
         _check_compatible(m, data)
     check_groups(spec.groups, data)
@@ -334,12 +342,15 @@ def run_benchmark(
 
         bar = tqdm(total=len(models) * count_steps(spec, data) + FINISH_STEPS + bool(spec.store),
                    desc="rtb", unit="step", disable=not progress, dynamic_ncols=True)
-        outcomes = run_pieces(spec, models, data, out_dir, key, bar)
+        gallery = GalleryCollector(data, spec.seed)
+        outcomes = run_pieces(spec, models, data, out_dir, key, bar, gallery)
         measurements, inputs = in_phase(bar, "group metrics", _measure, spec, data, models,
                                         outcomes)
         checks += in_phase(bar, "reliability re-attacks",
                            (lambda *a: []) if tabular else flags_after_threats, spec, data,
                            models, outcomes)
+        in_phase(bar, "gallery", collect_and_write, spec, data, models, outcomes, measurements,
+                 gallery, out_dir)
         run_id = f"{started.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         for row in measurements:
             row.run = run_id

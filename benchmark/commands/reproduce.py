@@ -40,16 +40,21 @@ def reproduce_main(args: Sequence[str]) -> int:
     parser.add_argument("--trust-checkpoint", action="append", default=[], metavar="PATH",
                         help="fully unpickle this checkpoint (it can run code); repeatable. "
                              "A record never trusts a checkpoint by itself")
+    parser.add_argument("--trust-hub", action="append", default=[], metavar="DIR",
+                        help="run this local torch.hub directory's hubconf.py; repeatable. "
+                             "A record never trusts a hub directory by itself")
     parser.add_argument("--allow-target", action="append", default=[], metavar="PREFIX",
                         help="module prefix whose nn.Module classes may be architectures "
                              "(as allow_targets of rtb run; never read from the record)")
     ns = parser.parse_args(args)
     import os
 
-    from benchmark.models import TRUST_ENV, trust_checkpoints
+    from benchmark.models import TRUST_ENV, TRUST_HUB_ENV, trust_checkpoints, trust_hub_dirs
 
     os.environ.pop(TRUST_ENV, None)  # only this command line trusts a checkpoint
+    os.environ.pop(TRUST_HUB_ENV, None)  # or a hub directory
     trust_checkpoints(ns.trust_checkpoint)
+    trust_hub_dirs(ns.trust_hub)
     recorded = load_recorded(ns.run, ns.store)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(ns.out) if ns.out else Path("reproduce") / f"{recorded.run_id}-{stamp}"

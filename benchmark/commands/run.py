@@ -14,21 +14,23 @@ RUN_HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c",
                   "--shell-completion", "-sc", "--version"}
 
 TRUST_FLAG = "--trust-checkpoint"
+#: A local torch.hub directory whose hubconf.py the user trusts to run.
+TRUST_HUB_FLAG = "--trust-hub"
 
 
-def split_trust_flags(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``(args without --trust-checkpoint PATH, the trusted paths)``."""
+def split_trust_flags(args: Sequence[str], flag: str = TRUST_FLAG,
+                      what: str = "a checkpoint path") -> tuple[list[str], list[str]]:
+    """``(args without FLAG PATH, the trusted paths)`` (``--trust-checkpoint`` by default)."""
     rest: list[str] = []
     paths: list[str] = []
     it = iter(args)
     for a in it:
-        if a == TRUST_FLAG:
+        if a == flag:
             path = next(it, None)
             if path is None:
-                raise UserError(f"Expected `{TRUST_FLAG}` to be followed by a checkpoint path, "
-                                "but got nothing.")
+                raise UserError(f"Expected `{flag}` to be followed by {what}, but got nothing.")
             paths.append(path)
-        elif a.startswith(TRUST_FLAG + "="):
+        elif a.startswith(flag + "="):
             paths.append(a.split("=", 1)[1])
         else:
             rest.append(a)
@@ -95,6 +97,11 @@ def run_main(args: Sequence[str]) -> int:
         os.environ[VERBOSE_ENV] = "1"  # the job, and launcher subprocesses, read it from env
     try:
         args, trusted = split_trust_flags(args)
+        args, hubs = split_trust_flags(args, TRUST_HUB_FLAG, "a torch.hub directory")
+        if hubs:
+            from benchmark.models import trust_hub_dirs
+
+            trust_hub_dirs(hubs)  # the job reads it from env; a config file cannot say it
         args = resume_args(args)
         args = normalize_overrides(args)
         if trusted:

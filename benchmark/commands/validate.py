@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every result to FILE")
     p.add_argument("--trust-checkpoint", action="append", default=[], metavar="PATH",
                    help="fully unpickle this checkpoint (it can run code); repeatable")
+    p.add_argument("--trust-hub", action="append", default=[], metavar="DIR",
+                   help="run this local torch.hub directory's hubconf.py; repeatable")
     p.add_argument("--list", action="store_true", help="list the checks and their thresholds")
     p.add_argument("--failures-only", action="store_true",
                    help="print only the checks that did not pass")
@@ -91,6 +93,10 @@ def validate_main(args: Sequence[str]) -> int:
         from benchmark.models import trust_checkpoints
 
         trust_checkpoints(ns.trust_checkpoint)
+    if ns.trust_hub:
+        from benchmark.models import trust_hub_dirs
+
+        trust_hub_dirs(ns.trust_hub)
     if (ns.reference is None) != (ns.batch is None):
         print("rtb validate: error: --reference and --batch go together (drift of a batch "
               "against a reference set).", file=sys.stderr)

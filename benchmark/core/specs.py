@@ -47,7 +47,8 @@ class ModelSpec:
     key: str
     name: str
     version: str
-    architecture: str | dict[str, Any]
+    #: None only for ``format: torchscript`` (the file holds the network).
+    architecture: str | dict[str, Any] | None
     checkpoint: str
     format: str = "state_dict"
     sha256: str | None = None

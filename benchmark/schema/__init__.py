@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
-from benchmark.core.specs import RunSpec
+from benchmark.core.specs import ModelSpec, RunSpec
 from benchmark.core.targets import check_config_targets
 from benchmark.schema.attacks import parse_attack, parse_ensemble
 from benchmark.schema.groups import parse_feature, parse_groups, parse_slices
@@ -80,8 +80,11 @@ def _run_name(v: Any) -> str:
     return name
 
 
-def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
-    """Validate a composed config (a plain, resolved dict) into a ``RunSpec``."""
+def parse_run(cfg: Any, check_files: bool = True,
+              prebuilt: Mapping[str, ModelSpec] | None = None) -> RunSpec:
+    """Validate a composed config (a plain, resolved dict) into a ``RunSpec``;
+    ``prebuilt`` are the specs of the Python API's own modules, keyed as in
+    ``cfg["model"]`` (their entries there describe them and are not parsed)."""
     cfg = F.mapping("config", cfg)
     F.check_keys("", cfg, TOP_LEVEL_KEYS)
     allow = parse_allow_targets(cfg.get("allow_targets"))
@@ -92,7 +95,9 @@ def parse_run(cfg: Any, check_files: bool = True) -> RunSpec:
     models_cfg = F.mapping("model", cfg.get("model") or {})
     if not models_cfg:
         raise ConfigError("Expected at least one model version (model=[NAME,...]), but got none.")
-    models = {k: parse_model(k, v, check_files, allow) for k, v in models_cfg.items()}
+    prebuilt = prebuilt or {}
+    models = {k: prebuilt[k] if k in prebuilt else parse_model(k, v, check_files, allow)
+              for k, v in models_cfg.items()}
     shapes = {m.input_shape for m in models.values()}
     input_shape = next(iter(shapes)) if len(shapes) == 1 else None
     attacks_cfg = F.mapping("attack", cfg.get("attack") or {})

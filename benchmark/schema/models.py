@@ -18,12 +18,22 @@ DATA_KEYS = ("name", "loader", "root", "split", "n_samples", "seed", "image_size
 MODEL_KEYS = ("name", "version", "architecture", "checkpoint", "format", "sha256", "mean", "std",
               "num_classes", "input_shape")
 MODEL_FORMATS = ("state_dict", "torchscript")
+#: How a run records a module passed from Python (``benchmark.api``): never rebuilt.
+PYTHON_ARCH = "python:"
+#: How a run records tensors or an EvalSet passed from Python.
+PYTHON_DATA = "python"
 
 
 def parse_data(d: Any, check_files: bool = True) -> DataSpec:
     """Validate the ``data`` section; the loader must be registered (a
     feature-table loader's options, and its schema file, are checked too)."""
     d = F.mapping("data", d)
+    if d.get("loader") == PYTHON_DATA:
+        raise ConfigError(
+            f"Expected `data` to name a dataset loader, but it records data passed to "
+            f"benchmark.evaluate ({d.get('name')!r}, fingerprint {d.get('fingerprint')}); a "
+            "config or record cannot reload it: call evaluate with the data again."
+        )
     F.check_keys("data", d, DATA_KEYS)
     loader = F.text("data.loader", d.get("loader", d.get("name")))
     if loader not in list_loaders():
@@ -64,13 +74,18 @@ def _data_options(loader: str, options: Any) -> dict[str, Any]:
     return options
 
 
-def _architecture(where: str, arch: Any, allow: tuple[str, ...] = ()) -> str | dict[str, Any]:
-    """A torchvision model name, or a mapping whose ``_target_`` is an
+def _architecture(where: str, arch: Any, allow: tuple[str, ...] = (),
+                  check_files: bool = True) -> str | dict[str, Any]:
+    """A torchvision model name, ``timm:NAME``, ``hub:LOCAL_DIR:ENTRYPOINT``
+    (trusted on the command line only), or a mapping whose ``_target_`` is an
     ``nn.Module`` class or torchvision builder (``benchmark.core.targets``)."""
     if isinstance(arch, Mapping):
         check_target(f"{where}.architecture._target_", arch.get("_target_"), ARCHITECTURE, allow)
         return dict(arch)
     arch = F.text(f"{where}.architecture", arch)
+    prefixed = _prefixed_architecture(where, arch, check_files)
+    if prefixed is not None:
+        return prefixed
     import torchvision.models as tvm
 
     if arch not in tvm.list_models():
@@ -79,6 +94,30 @@ def _architecture(where: str, arch: Any, allow: tuple[str, ...] = ()) -> str | d
             f"with _target_, but got {arch!r}."
         )
     return arch
+
+
+def _prefixed_architecture(where: str, arch: str, check_files: bool) -> str | None:
+    """``timm:NAME`` or ``hub:DIR:ENTRY`` checked (None for any other string).
+    A hub directory must be trusted on the command line; ``check_files`` off
+    (a record read back) defers that check to loading."""
+    from benchmark.models import (
+        HUB_PREFIX,
+        TIMM_PREFIX,
+        check_hub_trusted,
+        check_timm_name,
+        split_hub,
+    )
+
+    if arch.startswith(TIMM_PREFIX):
+        check_timm_name(where, arch)
+        return arch
+    if arch.startswith(HUB_PREFIX):
+        if check_files:
+            check_hub_trusted(where, arch)
+        else:
+            split_hub(where, arch)
+        return arch
+    return None
 
 
 #: Why ``trust_checkpoint`` is not read from a config file or a record.
@@ -99,12 +138,23 @@ def parse_model(key: str, d: Any, check_files: bool = True,
     if "trust_checkpoint" in d:
         raise ConfigError(TRUST_FROM_FLAG.format(where=where))
     F.check_keys(where, d, MODEL_KEYS)
-    for required in ("name", "version", "architecture", "checkpoint"):
-        if d.get(required) in (None, ""):
-            raise ConfigError(f"Missing `{where}.{required}`; every model version names it.")
-    arch = _architecture(where, d["architecture"], allow_targets)
+    if str(d.get("architecture") or "").startswith(PYTHON_ARCH):
+        raise ConfigError(
+            f"Expected `{where}` to name an architecture and checkpoint, but it records a "
+            f"Python object passed to benchmark.evaluate ({d['architecture']}); a config or "
+            "record cannot rebuild it: call evaluate with the module again."
+        )
     fmt = F.choice(f"{where}.format", F.text(f"{where}.format", d.get("format", "state_dict")),
                    MODEL_FORMATS, "'state_dict' or 'torchscript'")
+    # A TorchScript file holds its network: it needs no architecture.
+    needed = ("name", "version", "checkpoint") if fmt == "torchscript" else (
+        "name", "version", "architecture", "checkpoint")
+    for required in needed:
+        if d.get(required) in (None, ""):
+            raise ConfigError(f"Missing `{where}.{required}`; every model version names it"
+                              f"{' (unless format: torchscript)' if required == 'architecture' else ''}.")
+    arch = (None if d.get("architecture") in (None, "") and fmt == "torchscript"
+            else _architecture(where, d["architecture"], allow_targets, check_files))
     checkpoint = F.text(f"{where}.checkpoint", d["checkpoint"])
     if check_files:
         path = resolve_path(checkpoint)
