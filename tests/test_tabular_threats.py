@@ -25,9 +25,14 @@ from benchmark.schema import parse_attack
 from benchmark.tabular_models import TabularMLP, cardinalities
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "attack"
-TAB_ATTACKS = ("tab_fgsm", "tab_pgd",
-               pytest.param("lowprofool", marks=pytest.mark.slow),
-               pytest.param("tab_hopskipjump", marks=pytest.mark.slow))
+#: Every shipped feature-table attack (``units: std``); the minimum-norm ones are slow.
+TAB_NAMES = sorted(p.stem for p in CONF.glob("*.yaml") if "units: std" in p.read_text())
+TAB_ATTACKS = [pytest.param(n, marks=pytest.mark.slow) if "minimum_norm: true"
+               in (CONF / f"{n}.yaml").read_text() else n for n in TAB_NAMES]
+
+
+def test_the_tabular_attacks_are_found() -> None:
+    assert {"tab_fgsm", "tab_pgd", "lowprofool", "tab_hopskipjump"} <= set(TAB_NAMES)
 
 
 def _frame(n: int, seed: int) -> pd.DataFrame:
