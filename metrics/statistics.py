@@ -135,12 +135,7 @@ def paired_bootstrap(stat: Statistic, a: np.ndarray, b: np.ndarray, *, n_boot: i
         raise ValueError(
             f"Expected `a` and `b` to be paired (same length), but got {len(a)} and {len(b)}."
         )
-    if len(a) == 0:
-        raise ValueError("Expected at least one paired sample, but got 0.")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"Expected `n_boot` to be a positive integer, but got {n_boot!r}.")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"Expected `confidence` in (0, 1), but got {confidence!r}.")
+    _check_bootstrap_args(len(a), n_boot, confidence)
     rng = np.random.default_rng(seed)
     observed = float(stat(b) - stat(a))
     diffs = np.empty(n_boot)
@@ -156,6 +151,15 @@ def paired_bootstrap(stat: Statistic, a: np.ndarray, b: np.ndarray, *, n_boot: i
     k = diffs.size
     p = min(1.0, 2.0 * min((1 + np.sum(diffs <= 0)) / (k + 1), (1 + np.sum(diffs >= 0)) / (k + 1)))
     return BootstrapResult(observed, float(lo), float(hi), float(p), n_boot, confidence)
+
+
+def _check_bootstrap_args(n: int, n_boot: int, confidence: float) -> None:
+    if n == 0:
+        raise ValueError("Expected at least one paired sample, but got 0.")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"Expected `n_boot` to be a positive integer, but got {n_boot!r}.")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"Expected `confidence` in (0, 1), but got {confidence!r}.")
 
 
 def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000,
@@ -177,12 +181,7 @@ def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000,
         raise ValueError(
             f"Expected `a` and `b` to be paired 1-D arrays, but got shapes {a.shape} and {b.shape}."
         )
-    if len(a) == 0:
-        raise ValueError("Expected at least one paired sample, but got 0.")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"Expected `n_boot` to be a positive integer, but got {n_boot!r}.")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"Expected `confidence` in (0, 1), but got {confidence!r}.")
+    _check_bootstrap_args(len(a), n_boot, confidence)
     rng = np.random.default_rng(seed)
     n = len(a)
     observed = float(np.mean(b) - np.mean(a))
