@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.corruptions import corrupt, resolve_param_set, sample_keys
+from attacks.corruptions import corrupt, corruption_notes, resolve_param_set, sample_keys
 from attacks.faults import get_fault
 from benchmark.core.forward import predict_finite
 from benchmark.core.specs import CorruptionSuiteSpec, FaultSuiteSpec, ModelSpec
@@ -79,7 +79,8 @@ def corruption_outcomes(
                     dists[k].append(v)
             threat = Threat(family="corruption", name=name, param=float(sev),
                             params={"severity": sev, "param_set": resolved,
-                                    "suite": suite.name, "seed": s})
+                                    "suite": suite.name, "seed": s,
+                                    **corruption_notes(name, sev)})
             yield _outcome(model, threat, y, preds, finite, dists)
             if on_step:
                 on_step()
