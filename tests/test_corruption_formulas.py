@@ -85,7 +85,6 @@ def test_glass_blur_is_not_a_true_swap() -> None:
     """A true swap keeps every pixel value of the 8-bit image (a
     permutation); the published copy duplicates some and drops others."""
     x = images(1)
-    c = (0.05, 1, 1)  # severity 1: the blur barely moves the 8-bit values
     rng = SampleRNG(SEEDS[:1])
     disp = rng.randint(-1, 1, 30 * 30, 2).numpy()[0]
     quant = np.uint8(skimage_gaussian(hwc(x)[0], 0.05) * 255)
