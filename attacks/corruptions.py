@@ -54,10 +54,11 @@ documented substitute:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,10 +90,12 @@ log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 
 __all__ = [
-    "CATEGORIES", "COMMON_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "IMAGENET_MIN_SIDE",
-    "PARAM_SETS", "PARAM_TABLES", "SEVERITIES", "CorruptionInfo", "SampleRNG", "corrupt",
-    "corruption_info", "frost_texture", "get_corruption", "list_corruptions", "param_table",
-    "register_corruption", "resolve_param_set", "sample_keys", "sample_seeds", "severity_params",
+    "CATEGORIES", "COMMON_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "FROST_FIGURES",
+    "IMAGENET_MIN_SIDE", "PARAM_SETS", "PARAM_TABLES", "SEVERITIES", "SINGLE_THREAD_MAX_VALUES",
+    "SPATTER_BACKENDS", "CorruptionInfo", "SampleRNG", "corrupt", "corruption_info",
+    "corruption_notes", "corruption_threads", "frost_texture", "get_corruption",
+    "list_corruptions", "param_table", "register_corruption", "resolve_param_set", "sample_keys",
+    "sample_seeds", "set_spatter_backend", "severity_params", "spatter_backend",
 ]
 
 #: The 15 corruptions of CIFAR-10-C / ImageNet-C, in the published order; mCE
@@ -293,10 +296,37 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int = 0,
         raise ValueError(f"Expected {len(x)} sample keys, one per sample, but got {len(keys)}.")
     seeds = sample_seeds(seed, name, severity, keys)
     out = []
-    for i in range(0, len(x), batch_size):
-        rng = SampleRNG(seeds[i : i + batch_size], x.device)
-        out.append(fn(x[i : i + batch_size], severity, rng, param_set=param_set))
+    with corruption_threads(x[:batch_size]):
+        for i in range(0, len(x), batch_size):
+            rng = SampleRNG(seeds[i : i + batch_size], x.device)
+            out.append(fn(x[i : i + batch_size], severity, rng, param_set=param_set))
     return torch.cat(out) if out else x.clone()
+
+
+#: A CPU batch with fewer values than this is corrupted on one torch thread.
+#: The corruptions are chains of small elementwise and gather operations:
+#: below about a hundred 224x224 RGB images per batch, splitting each over
+#: threads costs more in hand-offs than it saves (and on a loaded machine a
+#: waiting thread spins on a core another job needs), so two threads were
+#: slower than one (``scripts/bench_corruptions.py --threads 1 2``).
+SINGLE_THREAD_MAX_VALUES = 1 << 24
+
+
+@contextlib.contextmanager
+def corruption_threads(batch: Tensor) -> Iterator[int]:
+    """Run the block on the torch thread count chosen for corrupting batches
+    like ``batch`` (one thread for small CPU batches, see
+    ``SINGLE_THREAD_MAX_VALUES``); the previous count is restored after."""
+    before = torch.get_num_threads()
+    threads = 1 if batch.device.type == "cpu" and batch.numel() < SINGLE_THREAD_MAX_VALUES \
+        else before
+    if threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        if threads != before:
+            torch.set_num_threads(before)
 
 
 # -------------------------------------------------------------- noise
