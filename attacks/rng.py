@@ -319,12 +319,12 @@ def _poisson_tables(top: int, device: torch.device
     # per entry: the guide's j and the CDF there and one further (most draws
     # stop at one of the two), as three flat columns
     at = cdf.gather(1, torch.cat([guide, (guide + 1).clamp_max(width - 1)], 1))
-    entries = tuple(v.reshape(-1).contiguous().to(device)
-                    for v in (guide.double(), at[:, : 1 << bits], at[:, 1 << bits :]))
+    g0, c1, c2 = (v.reshape(-1).contiguous().to(device)
+                  for v in (guide.double(), at[:, : 1 << bits], at[:, 1 << bits :]))
     # each row shifted by its rate: one ascending array for searchsorted
     # (exact for 32-bit uniforms: u + g needs 43 bits of a float64's 53)
     stacked = (cdf + g).reshape(-1)
-    return stacked.to(device), entries, width, bits
+    return stacked.to(device), (g0, c1, c2), width, bits
 
 
 def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
