@@ -740,13 +740,14 @@ def frost_texture(rng: SampleRNG, h: int, w: int, *, scale: str | None = None,
     scale = scale or resolve_param_set("auto", h, w)
     bank, mean, spread = _frost_bank(scale, rng.device)
     side = bank.shape[-1]
-    k = rng.randint(0, len(bank), 1)[:, 0]
+    # one draw picks the texture and the crop's corner, uniformly
+    pick = rng.randint(0, len(bank) * side * side, 1)[:, 0]
+    k = pick // (side * side)
     if which is not None:
         k = which.to(rng.device, torch.int64)
-    start = rng.randint(0, side, 2)
     offset = rng.randn(1).to(rng.device)  # the crop mean's deviation, in spreads
     windows = _frost_windows(scale, h, w, rng.device)  # (5, 3, side, side, h, w) view
-    tex = windows[k, :, start[:, 0], start[:, 1]]  # (n, 3, h, w)
+    tex = windows[k, :, (pick // side) % side, pick % side]  # (n, 3, h, w)
     tex = tex + (mean[k] + spread[k] * offset).view(-1, 3, 1, 1)
     return tex.clamp_(0, 1)
 

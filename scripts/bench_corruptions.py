@@ -371,6 +371,41 @@ def bench(n: int, ref_cap: int | None, batch_size: int, threads: list[int],
     print("corruptions slower than their reference (CPU, 1 thread): " + (", ".join(slower) or "none"))
 
 
+def thread_check(batch_size: int, rounds: int) -> None:
+    """Wall time of one batch of every corruption at 1 and 2 torch threads,
+    with rtb's thread choice and without it (every op on 2 threads): the
+    best of ``rounds`` short interleaved calls, so that a burst of load on a
+    shared machine rarely hits the best one."""
+    import attacks.corruptions as C
+
+    x = images(batch_size)
+    chosen = C.SINGLE_THREAD_MAX_VALUES
+    names = list(REFERENCES)
+    best = {(name, cfg): math.inf for name in names for cfg in ("1", "2", "2 forced")}
+    for _ in range(rounds):
+        for name in names:
+            for cfg, threads, limit in (("1", 1, chosen), ("2", 2, chosen), ("2 forced", 2, 0)):
+                torch.set_num_threads(threads)
+                C.SINGLE_THREAD_MAX_VALUES = limit
+                t = time.perf_counter()
+                corrupt(x, name, SEVERITY, keys=range(batch_size), batch_size=batch_size)
+                best[name, cfg] = min(best[name, cfg], time.perf_counter() - t)
+    C.SINGLE_THREAD_MAX_VALUES = chosen
+    torch.set_num_threads(1)
+    print(f"\nthreads: one batch of {batch_size} 32x32 images, best of {rounds} interleaved "
+          f"calls, wall ms; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'corruption':18s} {'1 thread':>9s} {'2 (rtb)':>9s} {'2 forced':>9s}")
+    tot = dict.fromkeys(("1", "2", "2 forced"), 0.0)
+    for name in names:
+        for cfg in tot:
+            tot[cfg] += best[name, cfg]
+        print(f"{name:18s} {best[name, '1'] * 1e3:9.2f} {best[name, '2'] * 1e3:9.2f} "
+              f"{best[name, '2 forced'] * 1e3:9.2f}")
+    print(f"{'pass of the 19':18s} {tot['1'] * 1e3:9.2f} {tot['2'] * 1e3:9.2f} "
+          f"{tot['2 forced'] * 1e3:9.2f}   (2 threads as chosen / 1 thread: "
+          f"{tot['2'] / tot['1']:.2f}x; forced: {tot['2 forced'] / tot['1']:.2f}x)")
+
+
 def bench_cnn(n: int, batch_size: int) -> None:
     from attacks.corruption_suite import corruption_outcomes
     from benchmark.compose import compose_spec, read_option
@@ -401,6 +436,9 @@ def main() -> None:
                         "single-threaded numpy references; e.g. 1 2 adds wall-clock columns)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--only", nargs="+", default=None, help="time only these corruptions")
+    p.add_argument("--thread-check", type=int, default=0, metavar="ROUNDS",
+                   help="also time one batch at 1 and 2 threads, with rtb's thread choice "
+                        "and without it, best of ROUNDS calls (e.g. 30)")
     p.add_argument("--frost-dir", default=os.environ.get("FROST_DIR"),
                    help="folder of the reference frost photographs (frost1.png .. frost5.jpg; "
                         "default $FROST_DIR); without it frost is not timed")
@@ -410,6 +448,8 @@ def main() -> None:
     if 1 not in a.threads:
         p.error("--threads must include 1 (the CPU-time comparison runs at 1 thread)")
     bench(a.n, a.ref_n, a.batch_size, a.threads, a.repeats, a.only, bool(a.frost_dir))
+    if a.thread_check:
+        thread_check(a.batch_size, a.thread_check)
     if not a.skip_cnn:
         bench_cnn(1000, a.batch_size)
 

@@ -279,7 +279,9 @@ def test_frost_texture_has_the_measured_statistics(scale: str) -> None:
     for k, row in enumerate(C.FROST_FIGURES[scale]):
         t = tex[which == k].double()
         mean = t.mean((0, 2, 3)).numpy()
-        np.testing.assert_allclose(mean, row[0], atol=0.03)
+        # the crop means scatter by the spread figure: 4 standard errors
+        tol = 4 * np.asarray(row[2]) / np.sqrt(len(t)) + 0.01
+        assert np.all(np.abs(mean - np.asarray(row[0])) <= tol), (k, mean, row[0])
         within = t.var((2, 3)).mean(0).numpy()
         cov = np.diag(C._covariance(row[1]).numpy())
         np.testing.assert_allclose(np.sqrt(within), np.sqrt(cov), rtol=0.25)
