@@ -694,6 +694,12 @@ def synthesise_frost(figures: Sequence[Any], crop: int, side: int, seed: int,
     return torch.einsum("ij,jhw->ihw", root, hi)
 
 
+def frost_texture_side(scale: str) -> int:
+    """The side of the periodic textures: four crops (CIFAR; small enough to
+    stay in cache) or two (ImageNet)."""
+    return 128 if scale == "cifar" else 448
+
+
 def frost_seed(scale: str, k: int) -> int:
     return FROST_SEED + 16 * k + (0 if scale == "cifar" else 1000)
 
@@ -703,7 +709,7 @@ def _frost_bank(scale: str, device: torch.device) -> tuple[Tensor, Tensor, Tenso
     """The five mean-free frost textures of one scale (5, 3, S, S), periodic,
     with their mean colours (5, 3) and spreads of the crop means (5, 3)."""
     crop = frost_crop_side(scale)
-    side = max(256, 2 * crop)
+    side = frost_texture_side(scale)
     rows = FROST_FIGURES[scale]
     bank = [synthesise_frost(row, crop, side, frost_seed(scale, k)) for k, row in enumerate(rows)]
     mean = torch.tensor([r[0] for r in rows], dtype=torch.float32)
@@ -763,7 +769,7 @@ def frost_texture(rng: SampleRNG, h: int, w: int, *, scale: str | None = None,
 def _frost(x: Tensor, c: tuple[float, float], rng: SampleRNG) -> Tensor:
     """a * image + b * frost texture (synthesised with the photographs' statistics)."""
     a, b = c
-    return a * x + b * frost_texture(rng, *x.shape[-2:]).to(x)
+    return torch.add(x * a, frost_texture(rng, *x.shape[-2:]).to(x), alpha=b)
 
 
 @register_corruption(

@@ -70,10 +70,15 @@ def spectrum_slope(gray: np.ndarray) -> float:
 def texture_crops(figures: tuple, scale: str, beta: float | None, count: int,
                   gen: np.random.Generator) -> np.ndarray:
     """Random crops of rtb's texture for one photograph's figures."""
-    from attacks.corruptions import frost_crop_side, frost_seed, synthesise_frost
+    from attacks.corruptions import (
+        frost_crop_side,
+        frost_seed,
+        frost_texture_side,
+        synthesise_frost,
+    )
 
     crop = frost_crop_side(scale)
-    tex = synthesise_frost(figures, crop, max(256, 2 * crop), frost_seed(scale, 0), beta)
+    tex = synthesise_frost(figures, crop, frost_texture_side(scale), frost_seed(scale, 0), beta)
     tex = torch.cat([tex, tex[:, :crop], ], 1)
     tex = torch.cat([tex, tex[:, :, :crop]], 2)  # periodic: crops may wrap
     out = crops(tex.permute(1, 2, 0).numpy(), crop, count, gen)
