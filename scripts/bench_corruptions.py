@@ -373,23 +373,27 @@ def bench(n: int, ref_cap: int | None, batch_size: int, threads: list[int],
 
 def thread_check(batch_size: int, rounds: int) -> None:
     """Wall time of one batch of every corruption at 1 and 2 torch threads,
-    with rtb's thread choice and without it (every op on 2 threads): the
-    best of ``rounds`` short interleaved calls, so that a burst of load on a
-    shared machine rarely hits the best one."""
+    with rtb's thread choice for the pass (``corruption_threads``, as the
+    runner sets it) and without it (every op on 2 threads): the best of
+    ``rounds`` interleaved rounds, so that a burst of load on a shared
+    machine rarely hits the best one."""
     import attacks.corruptions as C
 
     x = images(batch_size)
     chosen = C.SINGLE_THREAD_MAX_VALUES
     names = list(REFERENCES)
     best = {(name, cfg): math.inf for name in names for cfg in ("1", "2", "2 forced")}
-    for _ in range(rounds):
-        for name in names:
-            for cfg, threads, limit in (("1", 1, chosen), ("2", 2, chosen), ("2 forced", 2, 0)):
-                torch.set_num_threads(threads)
-                C.SINGLE_THREAD_MAX_VALUES = limit
-                t = time.perf_counter()
-                corrupt(x, name, SEVERITY, keys=range(batch_size), batch_size=batch_size)
-                best[name, cfg] = min(best[name, cfg], time.perf_counter() - t)
+    for r in range(rounds):
+        # per configuration one block over all corruptions, as the runner's
+        # corruption pass (which sets the thread count once for the pass)
+        for cfg, threads, limit in (("1", 1, chosen), ("2", 2, chosen), ("2 forced", 2, 0)):
+            torch.set_num_threads(threads)
+            C.SINGLE_THREAD_MAX_VALUES = limit
+            with C.corruption_threads(x):
+                for name in names[r % len(names):] + names[: r % len(names)]:
+                    t = time.perf_counter()
+                    corrupt(x, name, SEVERITY, keys=range(batch_size), batch_size=batch_size)
+                    best[name, cfg] = min(best[name, cfg], time.perf_counter() - t)
     C.SINGLE_THREAD_MAX_VALUES = chosen
     torch.set_num_threads(1)
     print(f"\nthreads: one batch of {batch_size} 32x32 images, best of {rounds} interleaved "
