@@ -6,9 +6,23 @@ them on torch tensors. Whatever ART returns is handed back as a tensor; the
 callers (``attacks.budgets``) project it to the eps ball and [0, 1] and
 recompute success with our own forward pass.
 
-PGD's PyTorch implementation is driven through its per-batch internals: the
-plain ``generate`` adds two predict passes for a success-rate log line and a
-numpy round trip per batch, which rtb does not need.
+Three attacks run through fast paths that keep the batch in torch on the
+model's device, with no numpy round trip per step (on CUDA the whole loop
+stays on the GPU) and no extra passes:
+
+* PGD's PyTorch implementation is driven through its per-batch internals:
+  the plain ``generate`` adds two predict passes for a success-rate log line
+  and a numpy round trip per batch, which rtb does not need.
+* FGSM calls ART's own per-batch computation (``_compute``) on the CPU,
+  without the predict pass of its success-rate log line (results are
+  ART's, bit for bit); on CUDA the same step in torch.
+* APGD with the cross-entropy loss (Linf or L2) runs ART's algorithm
+  (``AutoProjectedGradientDescent.generate``: same schedule, momentum, step
+  halving, restarts and random start from numpy's global generator) in
+  torch, with one forward+backward pass per iteration: the loss at the new
+  point and the gradient there come from the same pass (ART computes them
+  in two), and the gradient at the best point is kept for when the search
+  moves back to it.
 
 An attack config says ``_partial_: true``: this adapter completes it with the
 estimator. It builds the class itself rather than through Hydra's
@@ -185,6 +199,187 @@ def _is_attack_map(value: Any) -> bool:
             and all(isinstance(v, Mapping) and "_target_" in v for v in value.values()))
 
 
+def _fast_fgsm_ok(attack: Any) -> bool:
+    from art.attacks.evasion import FastGradientMethod
+
+    return (type(attack) is FastGradientMethod and not attack.minimal
+            and attack.num_random_init <= 1 and attack.summary_writer is None
+            and np.isscalar(attack.eps) and attack.norm in (np.inf, "inf", 1, 2))
+
+
+def _fast_apgd_ok(attack: Any) -> bool:
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    return (type(attack) is AutoProjectedGradientDescent
+            and attack.loss_type == "cross_entropy"
+            and attack.norm in (np.inf, "inf", 2) and np.isscalar(attack.eps)
+            and np.isscalar(attack.eps_step))
+
+
+#: ART's tolerance in APGD's gradient normalisation and L2 projection.
+_APGD_TOL = 10e-8
+
+
+def _apgd_projection(values: torch.Tensor, eps: float, norm: Any) -> torch.Tensor:
+    """ART's ``projection`` for a scalar eps under Linf or L2."""
+    if norm in (np.inf, "inf"):
+        return values.clamp(-eps, eps)
+    flat = values.reshape(len(values), -1)
+    scale = torch.clamp(eps / (flat.norm(dim=1) + _APGD_TOL), max=1.0)
+    return (flat * scale.view(-1, 1)).reshape(values.shape)
+
+
+class _FastPaths:
+    """The torch loops of FGSM and APGD (mixed into ``ArtAdapter``)."""
+
+    model: ModelUnderTest
+    batch_size: int
+
+    def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, grad: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Per-sample cross-entropy, the gradient of its batch mean (as ART's
+        loss_gradient, when ``grad``) and the predictions, in one pass."""
+        module = self.model.module
+        if not grad:
+            with torch.no_grad():
+                logits = module(x).float()
+            return nn.functional.cross_entropy(logits, y, reduction="none"), None, logits.argmax(1)
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = module(xg).float()
+            losses = nn.functional.cross_entropy(logits, y, reduction="none")
+            (g,) = torch.autograd.grad(losses.mean(), xg)
+        return losses.detach(), g, logits.detach().argmax(1)
+
+    def _fgsm(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One signed (or normalised) gradient step per batch, then [0, 1] and
+        the ball, as ART's FastGradientMethod computes it."""
+        dev = self.model.device
+        if dev.type == "cpu":
+            y = nn.functional.one_hot(labels.long(), self.model.num_classes).numpy()
+            x_np = x.detach().numpy().astype(np.float32, copy=False)
+            out = attack._compute(x_np, x_np, y.astype(np.float32), None, attack.eps, attack.eps,
+                                  attack._project, attack.num_random_init > 0)
+            return torch.from_numpy(np.asarray(out, dtype=np.float32)).reshape(x.shape)
+        if attack.num_random_init > 0 or attack.norm not in (np.inf, "inf"):
+            return self._art_generate(attack, x, labels)
+        eps = float(attack.eps)
+        out = torch.empty(x.shape, dtype=torch.float32, device=dev)
+        sign = -1.0 if attack.targeted else 1.0
+        for start in range(0, len(x), attack.batch_size):
+            xb = x[start : start + attack.batch_size].to(dev, torch.float32)
+            yb = labels[start : start + attack.batch_size].to(dev).long()
+            _, g, _ = self._loss_grad(xb, yb, True)
+            assert g is not None
+            step = torch.nan_to_num(eps * torch.sign(g) * sign, nan=0.0)
+            adv = (xb + step).clamp(0.0, 1.0)
+            out[start : start + len(xb)] = xb + (adv - xb).clamp(-eps, eps)
+        return out
+
+    def _art_generate(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _apgd(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """ART's APGD (cross-entropy), restart by restart and batch by batch."""
+        from art.utils import random_sphere
+
+        dev = self.model.device
+        eps, norm = float(attack.eps), attack.norm
+        x = x.to(dev, torch.float32)
+        y = labels.to(dev).long()
+        x_adv = x.clone()
+        for _ in range(max(1, attack.nb_random_init)):
+            pred = torch.cat([self._loss_grad(x_adv[i : i + attack.batch_size],
+                                              y[i : i + attack.batch_size], False)[2]
+                              for i in range(0, len(x), attack.batch_size)])
+            robust = (pred != y) if attack.targeted else (pred == y)
+            if not bool(robust.any()):
+                break
+            x_robust, x_init, y_robust = x_adv[robust], x[robust], y[robust]
+            n, m = len(x_robust), int(np.prod(x_robust.shape[1:]))
+            noise = random_sphere(n, m, eps, norm).reshape(x_robust.shape).astype(np.float32)
+            x_robust = (x_robust + torch.from_numpy(noise).to(dev)).clamp(0.0, 1.0)
+            x_robust = x_init + _apgd_projection(x_robust - x_init, eps, norm)
+            for b in range(0, n, attack.batch_size):
+                sl = slice(b, b + attack.batch_size)
+                x_k, p_k = self._apgd_batch(attack, x_robust[sl], x_init[sl], y_robust[sl])
+                hit = (p_k == y_robust[sl]) if attack.targeted else (p_k != y_robust[sl])
+                x_robust[sl][hit] = x_k[hit]
+            x_adv[robust] = x_robust
+        return x_adv
+
+    def _apgd_batch(self, attack: Any, x_k: torch.Tensor, x_init: torch.Tensor,
+                    y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch of ART's APGD iterations; returns the final point and the
+        model's predictions there."""
+        eps, norm, iters = float(attack.eps), attack.norm, int(attack.max_iter)
+        targeted = bool(attack.targeted)
+        checkpoints = [0.0, 0.22]
+        while True:
+            nxt = checkpoints[-1] + max(checkpoints[-1] - checkpoints[-2] - 0.03, 0.06)
+            if nxt > 1:
+                break
+            checkpoints.append(nxt)
+        var_w = [math.ceil(p * iters) for p in checkpoints]
+        bsz = len(x_k)
+        eta = torch.full((bsz,) + (1,) * (x_k.ndim - 1), float(attack.eps_step),
+                         dtype=torch.float32, device=x_k.device)
+        count = torch.zeros(bsz, device=x_k.device)
+        sign = -1.0 if targeted else 1.0
+
+        def direction(g: torch.Tensor) -> torch.Tensor:
+            g = g * sign
+            if norm in (np.inf, "inf"):
+                return torch.sign(g)
+            size = g.reshape(bsz, -1).norm(dim=1).view(-1, *(1,) * (g.ndim - 1))
+            return g / (size + _APGD_TOL)
+
+        f_0, g_k, p_k = self._loss_grad(x_k, y, True)
+        for k in range(iters):
+            assert g_k is not None
+            z = (x_k + eta * direction(g_k)).clamp(0.0, 1.0)
+            last = k == iters - 1
+            if k == 0:
+                x_1 = x_init + _apgd_projection(z - x_init, eps, norm)
+                f_1, g_1, p_1 = self._loss_grad(x_1, y, not last)
+                eta_prev, f_max_prev = eta.clone(), f_0.clone()
+                f_max, x_max, x_max_m_1 = f_0.clone(), x_k.clone(), x_init.clone()
+                g_max, p_max = g_k.clone(), p_k.clone()
+                up = f_1 >= f_0
+                f_max[up], x_max[up], p_max[up] = f_1[up], x_1[up], p_1[up]
+                if g_1 is not None:
+                    g_max[up] = g_1[up]
+                count[up] += 1
+                x_k_m_1, x_k, g_k, p_k = x_k, x_1, g_1, p_1
+                continue
+            z = x_init + _apgd_projection(z - x_init, eps, norm)
+            x_new = x_k + 0.75 * (z - x_k) + 0.25 * (x_k - x_k_m_1)
+            x_new = x_init + _apgd_projection(x_new.clamp(0.0, 1.0) - x_init, eps, norm)
+            f_new, g_new, p_new = self._loss_grad(x_new, y, not last)
+            if bool((f_new == 0.0).all()):
+                return x_new, p_new
+            better = (f_new < f_max) if targeted else (f_new > f_max)
+            count[better] += 1
+            x_max[better], x_max_m_1[better] = x_new[better], x_k[better]
+            f_max[better], p_max[better] = f_new[better], p_new[better]
+            if g_new is not None:
+                g_max[better] = g_new[better]
+            x_k_m_1, x_k, g_k, p_k = x_k, x_new, g_new, p_new
+            if k in var_w:
+                span = k - var_w[var_w.index(k) - 1]
+                cond = (count < 0.75 * span) | (
+                    (eta_prev == eta).reshape(bsz) & (f_max_prev == f_max))
+                eta[cond] /= 2
+                x_k, x_k_m_1, p_k = x_k.clone(), x_k_m_1.clone(), p_k.clone()
+                x_k[cond], x_k_m_1[cond], p_k[cond] = x_max[cond], x_max_m_1[cond], p_max[cond]
+                if g_k is not None:
+                    g_k = g_k.clone()
+                    g_k[cond] = g_max[cond]
+                count.zero_()
+                eta_prev, f_max_prev = eta.clone(), f_max.clone()
+        return x_k, p_k
+
+
 #: ART attacks whose random starting point comes from an unseeded generator
 #: unless ``x_adv_init`` is given.
 SEEDED_START_ATTACKS: tuple[str, ...] = ("BoundaryAttack", "HopSkipJump")
@@ -195,7 +390,7 @@ MASKED_ATTACKS: tuple[str, ...] = ("FastGradientMethod", "ProjectedGradientDesce
                                    "BoundaryAttack")
 
 
-class ArtAdapter:
+class ArtAdapter(_FastPaths):
     """ART estimators and attacks for one model version.
 
     Estimators are built once per output kind (logits, or probabilities for
@@ -301,6 +496,14 @@ class ArtAdapter:
         examples on the model's device (not yet projected or validated)."""
         if mask is None and self._fast_pgd_ok(attack):
             return self._pgd(attack, x, labels)
+        if _fast_apgd_ok(attack):
+            return self._apgd(attack, x, labels)
+        if _fast_fgsm_ok(attack):
+            return self._fgsm(attack, x, labels)
+        return self._art_generate(attack, x, labels)
+
+    def _art_generate(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """ART's own ``generate`` on numpy arrays."""
         y = nn.functional.one_hot(labels.cpu().long(), self.model.num_classes).numpy()
         x_np = x.detach().cpu().numpy().astype(np.float32, copy=False)
         kwargs: dict[str, Any] = {}
@@ -380,3 +583,4 @@ class ArtAdapter:
                     if bool(done.all()):
                         break
         return out.detach()
+

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.corruptions import corrupt, resolve_param_set, sample_keys
+from attacks.corruptions import (
+    corrupt,
+    corruption_notes,
+    corruption_threads,
+    resolve_param_set,
+    sample_keys,
+)
 from attacks.faults import get_fault
 from benchmark.core.forward import predict_finite
 from benchmark.core.specs import CorruptionSuiteSpec, FaultSpec, FaultSuiteSpec, ModelSpec
@@ -59,10 +65,20 @@ def corruption_outcomes(
     content): the same under any batch size, order or model version.
     """
     keys = sample_keys(data.x)
-    y = data.y.numpy()
     h, w = data.x.shape[-2:]
     resolved = resolve_param_set(suite.param_set, int(h), int(w))
     s = suite.seed if suite.seed is not None else seed
+    # the pass (corruptions and the forward passes between them) runs on the
+    # thread count chosen for its batches, set once: switching per batch
+    # leaves the other thread spinning while the batch runs on one
+    with corruption_threads(data.x[:batch_size]):  # once for the pass, see there
+        yield from _corruption_pass(suite, model, data, batch_size, s, keys, resolved, on_step)
+
+
+def _corruption_pass(suite: CorruptionSuiteSpec, model: ModelUnderTest, data: EvalSet,
+                     batch_size: int, s: int, keys: list[str], resolved: str,
+                     on_step: Callable[[], None] | None) -> Iterator[Outcome]:
+    y = data.y.numpy()
     for name in suite.corruptions:
         for sev in suite.severities:
             preds: list[np.ndarray] = []
@@ -79,7 +95,8 @@ def corruption_outcomes(
                     dists[k].append(v)
             threat = Threat(family="corruption", name=name, param=float(sev),
                             params={"severity": sev, "param_set": resolved,
-                                    "suite": suite.name, "seed": s})
+                                    "suite": suite.name, "seed": s,
+                                    **corruption_notes(name, sev)})
             yield _outcome(model, threat, y, preds, finite, dists)
             if on_step:
                 on_step()
