@@ -494,15 +494,17 @@ class ArtAdapter(_FastPaths):
         or the targets (targeted); ``mask`` (1 = may change, broadcastable to
         ``x``) goes to the attacks that take one. Returns raw adversarial
         examples on the model's device (not yet projected or validated)."""
-        if mask is None and self._fast_pgd_ok(attack):
-            return self._pgd(attack, x, labels)
-        if _fast_apgd_ok(attack):
-            return self._apgd(attack, x, labels)
-        if _fast_fgsm_ok(attack):
-            return self._fgsm(attack, x, labels)
-        return self._art_generate(attack, x, labels)
+        if mask is None:  # the fast loops change every feature
+            if self._fast_pgd_ok(attack):
+                return self._pgd(attack, x, labels)
+            if _fast_apgd_ok(attack):
+                return self._apgd(attack, x, labels)
+            if _fast_fgsm_ok(attack):
+                return self._fgsm(attack, x, labels)
+        return self._art_generate(attack, x, labels, mask)
 
-    def _art_generate(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _art_generate(self, attack: Any, x: torch.Tensor, labels: torch.Tensor,
+                      mask: np.ndarray | None = None) -> torch.Tensor:
         """ART's own ``generate`` on numpy arrays."""
         y = nn.functional.one_hot(labels.cpu().long(), self.model.num_classes).numpy()
         x_np = x.detach().cpu().numpy().astype(np.float32, copy=False)

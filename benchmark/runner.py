@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -252,12 +253,14 @@ def run_pieces(spec: RunSpec, models: list[ModelUnderTest], data: EvalSet, out_d
 def in_phase(bar: Any, name: str, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` as one step of the progress bar, its postfix naming the phase."""
     bar.set_postfix_str(name)
+    started = time.perf_counter()
     try:
         out = fn(*args)
     except BaseException:
         bar.close()  # end the bar's line before the error is shown
         raise
     bar.update(1)
+    log.info("Phase %s took %.2f s", name, time.perf_counter() - started)
     return out
 
 
