@@ -42,7 +42,7 @@ FAIRNESS_METRICS = {
     "equalized_odds_ratio": "EO ratio",
 }
 #: Rows of the worst-group table in the concise output (clean and attacks first).
-CONCISE_GROUP_ROWS = 12
+CONCISE_GROUP_ROWS = 10
 
 
 def _threat_key(m: Measurement) -> tuple[int, str, float]:

@@ -715,15 +715,30 @@ def _html_table(t: Table, mono_cols: Sequence[int] = ()) -> str:
 LONG_TABLE = 12
 
 
+#: Rows the brief version of a long group table keeps (the widest gaps).
+BRIEF_ROWS = 20
+
+
 def _html_long_table(t: Table, mono_cols: Sequence[int] = ()) -> str:
     """``t``, or its brief rows with the whole table in a ``<details>`` when long."""
     if t.brief is None or len(t.rows) <= LONG_TABLE:
         return _html_table(t, mono_cols)
     pick = [i for i in t.brief if i < len(t.rows)]
+    if len(pick) > BRIEF_ROWS and "gap" in t.headers:  # the widest gaps, in table order
+        col = t.headers.index("gap")
+
+        def gap(i: int) -> float:
+            try:
+                return float(str(t.rows[i][col]).split()[0])
+            except (ValueError, IndexError):
+                return -1.0
+
+        pick = sorted(sorted(pick, key=gap, reverse=True)[:BRIEF_ROWS])
     short = Table(title=t.title, headers=t.headers, rows=[t.rows[i] for i in pick],
                   classes=[t.classes[i] for i in pick if i < len(t.classes)],
-                  note=f"{t.note} Clean and each threat at its largest budget or severity; "
-                       "every threat below.".strip())
+                  note=f"{t.note} Clean and each threat at its largest budget or severity"
+                       + (f", the {BRIEF_ROWS} widest gaps" if len(pick) == BRIEF_ROWS else "")
+                       + "; every row below.".strip())
     whole = replace(t, note="")
     return (_html_table(short, mono_cols) + f"<details><summary>All {len(t.rows)} rows</summary>"
             + _html_table(whole, mono_cols) + "</details>")
