@@ -56,6 +56,9 @@ def gate_main(args: Sequence[str]) -> int:
     with open_store(ns.store, readonly=True) as store:
         results, ctx = evaluate(store, spec, versions=ns.versions, baseline=ns.baseline,
                                 runs=ns.run, sweep=ns.sweep)
+    groups_first = _group_tables(ctx.measurements)
+    if groups_first:  # a run with fairness metrics (a feature table): the groups come first
+        print(groups_first + "\n")
     names = [n for n, _ in spec.rules]
     for n, r in zip(names, results, strict=True):
         print(f"{ICONS[r.status]}  {n}: {r.message}")
@@ -70,3 +73,32 @@ def gate_main(args: Sequence[str]) -> int:
     if ns.summary:
         write_text("the --summary file", ns.summary, markdown_summary(results, names, ctx))
     return 1 if failed else 0
+
+
+def _group_tables(frame: object) -> str:
+    """The fairness differences (clean, with CIs) and the worst group per
+    threat of the gated runs, when they hold fairness metrics; else ""."""
+    import pandas as pd
+
+    from benchmark.console import FAIRNESS_METRICS, fairness_table, worst_group_table
+    from benchmark.core.types import Measurement
+
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        return ""
+    keep = frame[frame["metric"].isin([*FAIRNESS_METRICS, "accuracy_worst_group",
+                                        "accuracy_best_group"])]
+    if not keep["metric"].isin(list(FAIRNESS_METRICS)).any():
+        return ""
+    rows = []
+    for r in keep.to_dict("records"):
+        param = r.get("param")
+        rows.append(Measurement(
+            model=str(r["model"]), version=str(r["version"]), family=str(r["family"]),
+            threat=str(r["threat"]), param=None if pd.isna(param) else float(param),
+            metric=str(r["metric"]), value=float(r["value"]), n=int(r.get("n") or 0),
+            group_feature=str(r.get("group_feature") or ""),
+            group_value=str(r.get("group_value") or ""),
+            ci_low=None if pd.isna(r.get("ci_low")) else float(r["ci_low"]),
+            ci_high=None if pd.isna(r.get("ci_high")) else float(r["ci_high"])))
+    return "\n\n".join(t for t in (fairness_table(rows), worst_group_table(rows, concise=True))
+                         if t)
