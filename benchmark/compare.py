@@ -711,6 +711,10 @@ def _significant_groups(c: Comparison, cand: Side) -> tuple[list[str], list[list
     return ["threat", "better", "worse", "largest change"], lines, tested
 
 
+#: Threats the default comparison lists with significant group changes.
+GROUP_CHANGE_LINES = 8
+
+
 def format_text(c: Comparison, full: bool = False) -> str:
     """The console comparison. By default: the overall rows that have a test
     or changed significantly, one line per threat summing up the significant
@@ -725,15 +729,26 @@ def format_text(c: Comparison, full: bool = False) -> str:
                             format_table(headers, rows,
                                          align="l" * (3 if groups else 2) + "rrrllrrl")]
             continue
-        shown = [r for r in c.rows if r.candidate == cand.key and not r.group_feature
-                 and (r.test != "none" or r.significant)]
+        tested_rows = [r for r in c.rows if r.candidate == cand.key and not r.group_feature
+                       and (r.test != "none" or r.significant)]
+        # clean and the attacks always; a corruption or fault row when it changed significantly
+        shown = [r for r in tested_rows if r.family in ("clean", "attack") or r.significant]
         headers, rows = _table_rows(c, cand, False, shown)
         if rows:
             out += ["", f"overall: {cand.key} against {c.baseline.key}",
                     format_table(headers, rows, align="llrrrllrrl")]
+        if len(tested_rows) > len(shown):
+            out.append(f"{len(tested_rows) - len(shown)} corruption/fault row(s) without a "
+                       "significant change (--all, or --threat NAME)")
         headers, rows, tested = _significant_groups(c, cand)
         title = (f"significant group changes ({sum(int(r[1]) + int(r[2]) for r in rows)} of "
                  f"{tested} tested group rows)")
+        if len(rows) > GROUP_CHANGE_LINES:  # the threats with the largest group changes
+            order = sorted(range(len(rows)), key=lambda i: -abs(float(
+                rows[i][3].rsplit("(", 1)[-1].rstrip(")"))))
+            keep = sorted(order[:GROUP_CHANGE_LINES])
+            title += f", the {GROUP_CHANGE_LINES} threats with the largest of {len(rows)}"
+            rows = [rows[i] for i in keep]
         if rows:
             out += ["", title, format_table(headers, rows, align="lrrl")]
         elif tested:
