@@ -27,7 +27,8 @@ def run_ok(run_cli, *args, cwd=None):
 
 def test_tiny_run_writes_record_and_outcomes(run_cli, tiny_files, tmp_path):
     ckpt, npz = tiny_files
-    res = run_ok(run_cli, *tiny_overrides(ckpt, npz, versions=("v1", "v2")))
+    res = run_ok(run_cli, *tiny_overrides(ckpt, npz, versions=("v1", "v2")),
+                 "~corruption", "~fault")
     assert "tiny@v1" in res.stdout and "fgsm eps=0.3" in res.stdout
     (run_dir,) = record_dirs(tmp_path / "outputs")
     record = json.loads((run_dir / RECORD_FILE).read_text())

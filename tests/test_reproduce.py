@@ -38,7 +38,8 @@ def stored_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | str
     store = tmp_path / "rtb.sqlite"
     overrides = [*tiny_overrides(ckpt, npz, versions=("v1", "v2")),
                  "attack=[fgsm,pgd_linf]", "attack.pgd_linf.eps=[0.1]",
-                 "attack.pgd_linf.max_iter=3", f"store={store}"]
+                 "attack.pgd_linf.max_iter=3", "~corruption", "~fault",
+                 f"store={store}"]
     overrides = [o for o in overrides if not o.startswith(("attack=[fgsm]", "attack.fgsm"))]
     spec, resolved = compose_spec(overrides)
     run_dir = tmp_path / "run"
