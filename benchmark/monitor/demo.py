@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.core.errors import ConfigError
 from benchmark.monitor.loop import Handled
 from benchmark.monitor.rules import MonitorConfig
 
@@ -153,10 +154,14 @@ def ensure_benchmark(store_path: Path, versions: Sequence[str], overrides: list[
             return
     print("no stored benchmark run with corruptions and faults of these versions: running "
           "`rtb run corruption=all fault=all` once (a few minutes) ...", flush=True)
-    cmd = [sys.executable, "-m", "benchmark", "run", *overrides, "attack=[]", "corruption=all",
+    # ``python -m benchmark ARGS`` is ``rtb run ARGS``
+    cmd = [sys.executable, "-m", "benchmark", *overrides, "attack=[]", "corruption=all",
            "fault=all", "groups=none", "validation=off", "reliability.enabled=false",
            "name=monitor-demo-benchmark", f"store={store_path}"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise ConfigError(f"the demo's benchmark run (`{' '.join(cmd[1:])}`) failed with exit "
+                           f"status {done.returncode}; its error is above")
 
 
 def verdict(h: Handled) -> str:
