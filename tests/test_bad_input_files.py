@@ -99,7 +99,7 @@ CASES = [
          "Unknown threat 'fgsn'", setup=_rules("fgsn")),
     Case("gate missing rules file", "gate", ("gate", "tiny@v1", "--store", "{store}", "--rules",
                                              "{tmp}/missing.yaml"),
-         "does not exist; expected an existing YAML file or a built-in rule set: default"),
+         "does not exist; expected an existing YAML file or a built-in rule set: arrests, default"),
     Case("gate junit under a file", "output",
          ("gate", "tiny@v1", "--store", "{store}", "--junit", "{tmp}/afile/out.xml"),
          "is a file, not a directory", setup=_file("afile")),
