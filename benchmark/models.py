@@ -50,10 +50,20 @@ HUB_PREFIX = "hub:"
 _ARCH_META = ("_target_", "_partial_", "_recursive_", "_convert_")
 
 
+def _env_paths(env: str) -> list[str]:
+    """The entries of a path-list environment variable (``os.pathsep``-separated)."""
+    return [p for p in os.environ.get(env, "").split(os.pathsep) if p]
+
+
+def _add_env_paths(env: str, resolved: list[str]) -> None:
+    """Append ``resolved`` to the path-list variable ``env`` of this process
+    (each path once), so that its jobs and their launcher subprocesses see it."""
+    os.environ[env] = os.pathsep.join(dict.fromkeys([*_env_paths(env), *resolved]))
+
+
 def trusted_checkpoints() -> frozenset[Path]:
     """The resolved paths named in ``RTB_TRUST_CHECKPOINTS``."""
-    raw = os.environ.get(TRUST_ENV, "")
-    return frozenset(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p)
+    return frozenset(Path(p).expanduser().resolve() for p in _env_paths(TRUST_ENV))
 
 
 def trust_checkpoints(paths: list[str]) -> None:
@@ -68,14 +78,12 @@ def trust_checkpoints(paths: list[str]) -> None:
                 f"{p!r} (not found)."
             )
         resolved.append(str(path))
-    old = [p for p in os.environ.get(TRUST_ENV, "").split(os.pathsep) if p]
-    os.environ[TRUST_ENV] = os.pathsep.join(dict.fromkeys([*old, *resolved]))
+    _add_env_paths(TRUST_ENV, resolved)
 
 
 def trusted_hub_dirs() -> frozenset[Path]:
     """The resolved directories named in ``RTB_TRUST_HUB``."""
-    raw = os.environ.get(TRUST_HUB_ENV, "")
-    return frozenset(Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p)
+    return frozenset(Path(p).expanduser().resolve() for p in _env_paths(TRUST_HUB_ENV))
 
 
 def trust_hub_dirs(paths: list[str]) -> None:
@@ -90,8 +98,7 @@ def trust_hub_dirs(paths: list[str]) -> None:
                 f"hubconf.py, but got {p!r} ({'no hubconf.py in it' if path.is_dir() else 'not a directory'})."
             )
         resolved.append(str(path))
-    old = [p for p in os.environ.get(TRUST_HUB_ENV, "").split(os.pathsep) if p]
-    os.environ[TRUST_HUB_ENV] = os.pathsep.join(dict.fromkeys([*old, *resolved]))
+    _add_env_paths(TRUST_HUB_ENV, resolved)
 
 
 #: Why a hub directory is refused until the command line trusts it.
