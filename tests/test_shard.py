@@ -343,6 +343,7 @@ def test_more_shards_than_blocks_is_refused(run_cli, tiny_files, tmp_path) -> No
     (["shards=3", "shard.count=2"], "Expected `shard.count` to be the same number as shards=3"),
     (["shards=0"], "Expected `shards` to be a positive number of shards or null, but got 0"),
     (["shard.block=0"], "Expected `shard.block` to be a positive number of samples"),
+    (["shard.count=3"], "Expected `shard.index` (0 to 2) with shards=3, but got null"),
 ])
 def test_bad_shard_config_is_one_line_exit_2(run_cli, tiny_files, tmp_path, args,
                                              needle) -> None:
