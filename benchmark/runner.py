@@ -154,9 +154,11 @@ class Piece:
     clean pass, one attack's budget sweep, or a corruption or fault suite.
 
     ``outcomes`` runs it (calling its argument once per progress step). Each
-    piece seeds itself (attacks reseed per attack and budget from the run
+    piece seeds itself (attacks reseed per attack and budget from the block
     seed, version and attack; suites draw per-sample noise from counter
-    seeds), so its outcomes do not depend on which pieces ran before."""
+    seeds), so its outcomes do not depend on which pieces ran before. A
+    piece runs once per evaluation block (``run_pieces``), except a
+    ``whole_set`` one, which runs once per job on the whole set."""
 
     id: str
     label: str
