@@ -23,6 +23,7 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     """One job: validate, run, record, show; returns what the sweep callback reads."""
     from benchmark.run_output import console_log_level, quiet_run, verbose
     from benchmark.runner import run_benchmark
+    from benchmark.shard import ShardStored
     from benchmark.sweep import JobSkipped, job_for_hydra
 
     logging.getLogger("art").setLevel(logging.WARNING)
@@ -40,6 +41,9 @@ def task(cfg: DictConfig) -> dict[str, Any]:
     except JobSkipped as skipped:
         print(f"skipped: {skipped}")
         return job.skipped(skipped)
+    except ShardStored as stored:
+        print(f"shard: {stored}")
+        return job.result("ran", "", None)
     except UserError as exc:
         print(f"rtb: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -12,6 +12,7 @@ JSON header, so a run directory cannot carry code.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -48,17 +49,15 @@ def _plain(value: Any) -> bool:
     return False
 
 
-def save_piece(run_dir: Path, piece: str, key: str, outcomes: list[Outcome]) -> Path | None:
-    """Write ``outcomes`` as piece ``piece`` (tmp file, then ``os.replace``).
-
-    Returns None, writing nothing, when a threat's params would not read back
-    identically (the piece is then simply recomputed on resume)."""
+def _arrays(outcomes: list[Outcome], header: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """``outcomes`` as named arrays plus one JSON header; None when a threat's
+    params would not read back identically."""
     entries: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
     for i, o in enumerate(outcomes):
         t = o.threat
         if not _plain(t.params):
-            log.debug("piece %s not saved: params of %s do not round-trip", piece, t.label)
+            log.debug("outcomes not saved: params of %s do not round-trip", t.label)
             return None
         entries.append({"model": o.model, "version": o.version, "family": t.family,
                         "name": t.name, "param": t.param, "params": t.params,
@@ -67,8 +66,18 @@ def save_piece(run_dir: Path, piece: str, key: str, outcomes: list[Outcome]) -> 
         arrays[f"{i}.correct"] = np.asarray(o.correct)
         for j, v in enumerate(o.columns.values()):
             arrays[f"{i}.c{j}"] = np.asarray(v)
-    header = {"schema": PIECE_SCHEMA, "key": key, "piece": piece, "outcomes": entries}
-    arrays[_HEADER] = np.array(json.dumps(header))
+    arrays[_HEADER] = np.array(json.dumps({**header, "outcomes": entries}))
+    return arrays
+
+
+def save_piece(run_dir: Path, piece: str, key: str, outcomes: list[Outcome]) -> Path | None:
+    """Write ``outcomes`` as piece ``piece`` (tmp file, then ``os.replace``).
+
+    Returns None, writing nothing, when a threat's params would not read back
+    identically (the piece is then simply recomputed on resume)."""
+    arrays = _arrays(outcomes, {"schema": PIECE_SCHEMA, "key": key, "piece": piece})
+    if arrays is None:
+        return None
     path = piece_path(run_dir, piece)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -80,7 +89,31 @@ def save_piece(run_dir: Path, piece: str, key: str, outcomes: list[Outcome]) -> 
     return path
 
 
-def _read(path: Path) -> tuple[dict[str, Any], list[Outcome]]:
+def outcomes_to_bytes(outcomes: list[Outcome], header: dict[str, Any],
+                      extra: dict[str, np.ndarray] | None = None) -> bytes | None:
+    """``outcomes`` (a JSON ``header``, and ``extra`` arrays named ``x.NAME``)
+    as the bytes of one ``.npz``; None when a threat's params would not read
+    back identically."""
+    arrays = _arrays(outcomes, {"schema": PIECE_SCHEMA, **header})
+    if arrays is None:
+        return None
+    arrays.update({f"x.{k}": np.asarray(v) for k, v in (extra or {}).items()})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def outcomes_from_bytes(blob: bytes) -> tuple[dict[str, Any], list[Outcome],
+                                              dict[str, np.ndarray]]:
+    """The header, outcomes and extra arrays of ``outcomes_to_bytes`` (arrays
+    only, no pickle)."""
+    header, outcomes = _read(io.BytesIO(blob))
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        extra = {k[2:]: z[k] for k in z.files if k.startswith("x.")}
+    return header, outcomes, extra
+
+
+def _read(path: Path | io.BytesIO) -> tuple[dict[str, Any], list[Outcome]]:
     with np.load(path, allow_pickle=False) as z:
         header = json.loads(str(z[_HEADER]))
         outcomes = []

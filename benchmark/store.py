@@ -256,12 +256,31 @@ def _v5(conn: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(conn: sqlite3.Connection) -> None:
+    """A ``shards`` table: the outcomes of each finished shard of a sharded run
+    (or the error of a failed one), until the run is assembled from them."""
+    conn.execute("""
+        CREATE TABLE shards (
+            run_key TEXT NOT NULL,
+            shard_count INTEGER NOT NULL,
+            shard_index INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('complete', 'failed')),
+            name TEXT,
+            data_name TEXT,
+            n_samples INTEGER,
+            finished TEXT NOT NULL,
+            error TEXT,
+            outcomes BLOB,
+            PRIMARY KEY (run_key, shard_count, shard_index)
+        )""")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 TABLES: tuple[str, ...] = ("runs", "models", "measurements", "outcomes", "checks", "jobs",
                            "samples", "monitor_windows", "monitor_metrics", "monitor_drift",
-                           "monitor_checks", "monitor_alerts")
+                           "monitor_checks", "monitor_alerts", "shards")
 JOB_STATES: tuple[str, ...] = ("running", "complete", "failed")
 
 _INSERT_RUN = (
@@ -839,6 +858,112 @@ class Store:
             "abandoned" if st == "running" and _abandoned(str(ow), float(hb), now, timeout)
             else st for st, ow, hb in zip(df["state"], df["owner"], df["heartbeat"], strict=True)]
         return df
+
+    # -- shards of a sharded run
+
+    def claim_shard(self, run_key: str, count: int, index: int, owner: str | None = None, *,
+                    skip_complete: bool = True, stale_after: float | None = None) -> Claim:
+        """Claim shard ``index`` of ``count`` of the run ``run_key`` in one
+        transaction: ``complete`` when the assembled run is stored (``run_id``)
+        or, with ``skip_complete``, when the shard's outcomes are; ``running``
+        when another live process holds it; otherwise ``claimed``."""
+        from benchmark.shard import shard_key
+
+        owner = owner or job_owner()
+        timeout = claim_timeout_s() if stale_after is None else stale_after
+        key = shard_key(run_key, count, index)
+
+        def body(conn: sqlite3.Connection) -> Claim:
+            now = time.time()
+            done = conn.execute(
+                "SELECT run_id FROM runs WHERE run_key = ? AND status = 'finished' "
+                "ORDER BY started DESC, run_id DESC LIMIT 1", (run_key,)).fetchone()
+            if done:
+                return Claim("complete", key, owner, str(done[0]))
+            if skip_complete and conn.execute(
+                    "SELECT 1 FROM shards WHERE run_key = ? AND shard_count = ? AND "
+                    "shard_index = ? AND state = 'complete'", (run_key, count, index)).fetchone():
+                return Claim("complete", key, owner)
+            row = conn.execute("SELECT state, owner, heartbeat FROM jobs WHERE run_key = ?",
+                               (key,)).fetchone()
+            if row and row[0] == "running" and row[1] != owner and not _abandoned(
+                    str(row[1]), float(row[2]), now, timeout):
+                return Claim("running", key, str(row[1]))
+            conn.execute(
+                "INSERT OR REPLACE INTO jobs (run_key, state, owner, started, heartbeat, "
+                "finished, run_id, sweep_id, error) VALUES (?, 'running', ?, ?, ?, NULL, NULL, "
+                "NULL, NULL)", (key, owner, _now_iso(), now))
+            return Claim("claimed", key, owner)
+
+        return self._write(body)
+
+    def save_shard(self, run_key: str, count: int, index: int, *, state: str,
+                   name: str = "", data_name: str = "", n_samples: int | None = None,
+                   outcomes: bytes | None = None, error: str = "") -> None:
+        """Store a shard's outcomes (``complete``) or its error (``failed``;
+        never over a complete one) and settle its job claim, in one transaction."""
+        from benchmark.shard import shard_key
+
+        key = shard_key(run_key, count, index)
+
+        def body(conn: sqlite3.Connection) -> None:
+            if state == "failed" and conn.execute(
+                    "SELECT 1 FROM shards WHERE run_key = ? AND shard_count = ? "
+                    "AND shard_index = ? AND state = 'complete'",
+                    (run_key, count, index)).fetchone():
+                return
+            conn.execute(
+                "INSERT OR REPLACE INTO shards (run_key, shard_count, shard_index, state, name, "
+                "data_name, n_samples, finished, error, outcomes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_key, count, index, state, name, data_name, n_samples, _now_iso(),
+                 error[:500] or None, outcomes))
+            if state == "complete":
+                conn.execute("UPDATE jobs SET state = 'complete', finished = ?, heartbeat = ?, "
+                             "error = NULL WHERE run_key = ?", (_now_iso(), time.time(), key))
+
+        self._write(body)
+
+    def shard_states(self, run_key: str, count: int) -> dict[int, str]:
+        """``{shard index: 'complete' | 'failed'}`` of the shards stored so far."""
+        if "shards" not in self._tables:
+            return {}
+        return {int(i): str(st) for i, st in self._read(
+            "SELECT shard_index, state FROM shards WHERE run_key = ? AND shard_count = ?",
+            (run_key, count))}
+
+    def shard_outcomes(self, run_key: str, count: int) -> dict[int, bytes]:
+        """The stored outcome blobs of the complete shards, by shard index."""
+        return {int(i): bytes(b) for i, b in self._read(
+            "SELECT shard_index, outcomes FROM shards WHERE run_key = ? AND shard_count = ? "
+            "AND state = 'complete'", (run_key, count))}
+
+    def drop_shards(self, run_key: str) -> None:
+        """Forget the shards of ``run_key`` (once the assembled run is stored)."""
+        self._write(lambda conn: conn.execute("DELETE FROM shards WHERE run_key = ?",
+                                              (run_key,)))
+
+    def incomplete_shards(self) -> pd.DataFrame:
+        """One row per sharded run not yet assembled: its key, name, data, shard
+        count and the shard ids done, failed and missing (not yet complete)."""
+        cols = ["run_key", "name", "data_name", "shards", "done", "failed", "missing"]
+        if "shards" not in self._tables:
+            return pd.DataFrame(columns=cols)
+        rows = self._read(
+            "SELECT run_key, shard_count, shard_index, state, name, data_name FROM shards s "
+            "WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_key = s.run_key AND "
+            "r.status = 'finished') ORDER BY finished, run_key, shard_index")
+        groups: dict[tuple[str, int], dict[str, Any]] = {}
+        for key, count, index, state, name, data_name in rows:
+            g = groups.setdefault((str(key), int(count)), {
+                "run_key": str(key), "name": name or "", "data_name": data_name or "",
+                "shards": int(count), "done": [], "failed": []})
+            g["done" if state == "complete" else "failed"].append(int(index))
+        out = []
+        for g in groups.values():
+            g["missing"] = [i for i in range(g["shards"]) if i not in g["done"]]
+            out.append(g)
+        return pd.DataFrame(out, columns=cols)
 
     def delete_runs(self, run_ids: Iterable[str]) -> None:
         ids = list(run_ids)

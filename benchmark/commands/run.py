@@ -104,6 +104,9 @@ def run_main(args: Sequence[str]) -> int:
             trust_hub_dirs(hubs)  # the job reads it from env; a config file cannot say it
         args = resume_args(args)
         args = normalize_overrides(args)
+        from benchmark.shard import expand_shard_args
+
+        args = expand_shard_args(args)  # shards=N: one job per shard
         if trusted:
             from benchmark.models import trust_checkpoints
 

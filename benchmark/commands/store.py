@@ -93,6 +93,10 @@ def store_main(args: Sequence[str]) -> int:
     return 0
 
 
+def _ids(values: list[int]) -> str:
+    return ", ".join(map(str, values)) or "-"
+
+
 def list_runs(s: Store, ns: argparse.Namespace) -> None:
     """The stored runs, then the jobs that hold no run: failed ones and
     running claims (``abandoned`` once their heartbeat is stale)."""
@@ -103,6 +107,14 @@ def list_runs(s: Store, ns: argparse.Namespace) -> None:
              str(r.models), str(r.sweep_id or ""), r.status] for r in df.itertuples()]
     print(format_table(["run", "name", "data", "fingerprint", "models", "sweep", "status"],
                        rows, align="lllllll"))
+    pending = s.incomplete_shards()
+    if not pending.empty:  # sharded runs not yet assembled, and what they wait for
+        rows = [[str(p.run_key)[:12], str(p.name), str(p.data_name),
+                 f"incomplete: {len(p.done)}/{p.shards} shards", _ids(p.missing), _ids(p.failed)]
+                for p in pending.itertuples()]
+        print()
+        print(format_table(["run key", "name", "data", "status", "missing shards",
+                            "failed shards"], rows, align="llllll"))
     jobs = s.jobs()
     jobs = jobs[jobs["status"] != "complete"]
     if ns.sweep is not None:

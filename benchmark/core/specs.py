@@ -260,6 +260,25 @@ class StoreSpec:
 # ----------------------------------------------------------------------------- the run
 
 @dataclass(frozen=True)
+class ShardSpec:
+    """Typed view of ``shards`` and the ``shard:`` config section.
+
+    ``count`` shards split the evaluation set; this job runs shard ``index``
+    (None: not a shard job). ``block`` is the size of the fixed sample blocks
+    every run (sharded or not) evaluates separately: shards are unions of
+    whole blocks, so a sample's outcome never depends on which shard it is in.
+    """
+
+    count: int = 1
+    index: int | None = None
+    block: int = 256
+
+    @property
+    def sharded(self) -> bool:
+        return self.count > 1
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """A whole validated run; an absent optional section is None (the
     reliability flags default to on, as they did before the section existed)."""
@@ -279,6 +298,7 @@ class RunSpec:
     validation: ValidationPolicy | None = None
     reliability: ReliabilitySpec = field(default_factory=ReliabilitySpec)
     sweep: SweepSpec | None = None
+    shard: ShardSpec = field(default_factory=ShardSpec)
     #: Module prefixes whose nn.Module classes may serve as architectures
     #: (honoured from the command line only; see ``benchmark.policy``).
     allow_targets: tuple[str, ...] = ()

@@ -19,7 +19,13 @@ from benchmark.core.targets import check_config_targets
 from benchmark.schema.attacks import parse_attack, parse_ensemble
 from benchmark.schema.groups import parse_feature, parse_groups, parse_slices
 from benchmark.schema.models import parse_data, parse_model
-from benchmark.schema.policies import parse_reliability, parse_store, parse_sweep, parse_validation
+from benchmark.schema.policies import (
+    parse_reliability,
+    parse_shard,
+    parse_store,
+    parse_sweep,
+    parse_validation,
+)
 from benchmark.schema.suites import parse_corruption_suite, parse_fault_suite
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "parse_model",
     "parse_reliability",
     "parse_run",
+    "parse_shard",
     "parse_slices",
     "parse_store",
     "parse_sweep",
@@ -53,6 +60,8 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "attack",
     "store",
     "sweep",
+    "shards",
+    "shard",
     "corruption",
     "fault",
     "validation",
@@ -121,6 +130,7 @@ def parse_run(cfg: Any, check_files: bool = True,
         validation=_optional(cfg, "validation", parse_validation),
         reliability=parse_reliability(cfg.get("reliability")),
         sweep=_optional(cfg, "sweep", parse_sweep),
+        shard=parse_shard(cfg.get("shards"), cfg.get("shard")),
         allow_targets=allow,
     )
 

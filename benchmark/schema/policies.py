@@ -7,7 +7,13 @@ from typing import Any
 
 from benchmark.core import fields as F
 from benchmark.core.errors import ConfigError
-from benchmark.core.specs import ReliabilitySpec, StoreSpec, SweepSpec, ValidationPolicy
+from benchmark.core.specs import (
+    ReliabilitySpec,
+    ShardSpec,
+    StoreSpec,
+    SweepSpec,
+    ValidationPolicy,
+)
 from metrics.checks import get_check
 
 ON_FAIL = ("stop", "report")
@@ -16,6 +22,7 @@ POLICY_KEYS = ("on_fail", "data", "model", "skip", "thresholds", "probe_size", "
 RELIABILITY_KEYS = ("enabled", "n_samples", "targeted_top_k", "targeted_max_iter",
                     "budget_s")
 SWEEP_KEYS = ("id", "skip_existing", "threads")
+SHARD_KEYS = ("index", "count", "block")
 
 
 def _optional_numbers(where: str, v: Any) -> tuple[float, ...] | None:
@@ -144,3 +151,22 @@ def parse_store(v: Any) -> StoreSpec | None:
     if v is None:
         return None
     return StoreSpec(path=F.text("store", v))
+
+
+def parse_shard(shards: Any, d: Any) -> ShardSpec:
+    """Validate ``shards`` (N) and the ``shard:`` section (``index``, ``count``, ``block``)."""
+    d = {} if d is None else F.mapping("shard", d)
+    F.check_keys("shard", d, SHARD_KEYS)
+    total = F.optional_integer("shards", shards, 1, "a positive number of shards or null")
+    count = F.optional_integer("shard.count", d.get("count"), 1,
+                               "a positive number of shards or null")
+    if total is not None and count is not None and total != count:
+        raise F.fail("shard.count", f"the same number as shards={total} (or null)", count)
+    count = count or total or 1
+    index = F.optional_integer("shard.index", d.get("index"), 0,
+                               "a shard number from 0 or null")
+    if index is not None and index >= count:
+        raise F.fail("shard.index", f"a shard number from 0 to {count - 1} (shard.count={count})",
+                     index)
+    block = F.integer("shard.block", d.get("block", 256), 1, "a positive number of samples")
+    return ShardSpec(count=count, index=index, block=block)
