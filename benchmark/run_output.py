@@ -40,10 +40,13 @@ KEEP_INFO = ("benchmark.sweep",)
 
 
 class ConciseConsole(logging.Filter):
-    """Passes warnings and worse, and the INFO lines of ``KEEP_INFO``."""
+    """Passes warnings and worse, the INFO lines of ``KEEP_INFO``, and INFO
+    records logged with ``extra={"console": True}`` (e.g. a resumed run's
+    "Reusing N finished piece(s)")."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name.startswith(KEEP_INFO)
+        return (record.levelno >= logging.WARNING or record.name.startswith(KEEP_INFO)
+                or bool(getattr(record, "console", False)))
 
 
 def console_log_level(detailed: bool) -> None:

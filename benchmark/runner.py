@@ -282,7 +282,8 @@ def run_pieces(spec: RunSpec, models: list[ModelUnderTest], data: EvalSet, out_d
     parts = [(b, idx, data if one else subset(data, idx)) for b, idx in blocks]
     done = load_pieces(out_dir, key)
     if done:
-        log.info("Reusing %d finished piece(s) from %s", len(done), out_dir)
+        log.info("Reusing %d finished piece(s) from %s", len(done), out_dir,
+                 extra={"console": True})
 
     def run(per_block: list[Piece], model: ModelUnderTest,
             galleries: list[BlockGallery] | None = None) -> list[Outcome]:
