@@ -157,8 +157,25 @@ def _gather_pixels(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
 
 def bilinear_sample(x: Tensor, rows: Tensor, cols: Tensor, mode: str) -> Tensor:
     """Sample ``x`` at real positions (N, H', W') bilinearly; neighbours
-    outside the image follow the border ``mode``."""
+    outside the image follow the border ``mode``.
+
+    The two mirror modes run as ``grid_sample`` with reflection padding:
+    mirroring the position about the edge pixel's centre (``reflect101``,
+    corners aligned) or about the image's edge (``symmetric``, then clamped
+    to the edge pixels) gives the same neighbours and weights as mirroring
+    the neighbours' indices, in one fused operation.
+    """
     h, w = x.shape[-2:]
+    if mode in ("reflect101", "symmetric") and h > 1 and w > 1:
+        aligned = mode == "reflect101"
+        rr, cc = rows.double(), cols.double()
+        if aligned:
+            gy, gx = rr * (2 / (h - 1)) - 1, cc * (2 / (w - 1)) - 1
+        else:
+            gy, gx = (2 * rr + 1) / h - 1, (2 * cc + 1) / w - 1
+        grid = torch.stack([gx, gy], -1).to(x.dtype)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                             align_corners=aligned)
     r0 = torch.floor(rows)
     c0 = torch.floor(cols)
     fr = (rows - r0).unsqueeze(1)
@@ -186,14 +203,19 @@ def motion_blur_batch(x: Tensor, radius: float, sigma: float, angles: Tensor) ->
     rad = torch.deg2rad(angles.to(torch.float64)).view(n, 1)
     dx = torch.ceil(i.view(1, -1) * torch.cos(rad) - 0.5).long()
     dy = torch.ceil(i.view(1, -1) * torch.sin(rad) - 0.5).long()
-    yy = torch.arange(h, device=x.device).view(1, h, 1)
-    xx = torch.arange(w, device=x.device).view(1, 1, w)
-    out = torch.zeros_like(x)
+    # every tap shifts a sample by whole pixels, clamped at the edges: on the
+    # image padded by replication, one flat offset per (sample, tap)
+    p = width - 1
+    hp, wp = h + 2 * p, w + 2 * p
+    flat = F.pad(x, (p, p, p, p), mode="replicate").reshape(n, c, hp * wp)
+    base = ((torch.arange(h, device=x.device) + p).view(h, 1) * wp
+            + torch.arange(w, device=x.device).view(1, w) + p).view(1, h * w)
+    shift = dy * wp + dx  # (n, width)
+    out = torch.zeros(n, c, h * w, dtype=x.dtype, device=x.device)
     for t in range(width):
-        rows = (yy + dy[:, t].view(n, 1, 1)).clamp(0, h - 1).expand(n, h, w)
-        cols = (xx + dx[:, t].view(n, 1, 1)).clamp(0, w - 1).expand(n, h, w)
-        out += k[t] * _gather_pixels(x, rows, cols)
-    return out
+        idx = (base + shift[:, t : t + 1]).view(n, 1, h * w).expand(n, c, h * w)
+        out += k[t] * flat.gather(2, idx)
+    return out.view(n, c, h, w)
 
 
 def clipped_zoom(x: Tensor, zoom: float) -> Tensor:
@@ -223,21 +245,32 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, decay: float) -> Tensor:
 
     while step >= 2:
         half = step // 2
-        corner = m[:, 0:s:step, 0:s:step].clone()
-        square = corner + torch.roll(corner, -1, dims=1)
-        square = square + torch.roll(square, -1, dims=2)
+        corner = m[:, 0:s:step, 0:s:step]
+        square = corner + _roll(corner, -1, 1)
+        square = square + _roll(square, -1, 2)
         m[:, half:s:step, half:s:step] = wibbled(square)
-        dr = m[:, half:s:step, half:s:step].clone()
-        ul = m[:, 0:s:step, 0:s:step].clone()
-        lt = dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2)
+        dr = m[:, half:s:step, half:s:step]
+        ul = m[:, 0:s:step, 0:s:step]
+        lt = dr + _roll(dr, 1, 1) + ul + _roll(ul, -1, 2)
+        tt = dr + _roll(dr, 1, 2) + ul + _roll(ul, -1, 1)
         m[:, 0:s:step, half:s:step] = wibbled(lt)
-        tt = dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1)
         m[:, half:s:step, 0:s:step] = wibbled(tt)
         step //= 2
         wibble /= decay
     flat = m.reshape(n, -1)
     m = m - flat.min(1).values.view(n, 1, 1)
     return m / m.reshape(n, -1).max(1).values.clamp_min(1e-12).view(n, 1, 1)
+
+
+def _roll(a: Tensor, shift: int, dim: int) -> Tensor:
+    """``torch.roll`` by one place (either way) along ``dim``, as a
+    concatenation of two slices (faster on small tensors); a new tensor."""
+    if shift == -1:
+        return torch.cat([a.narrow(dim, 1, a.shape[dim] - 1), a.narrow(dim, 0, 1)], dim)
+    if shift == 1:
+        return torch.cat([a.narrow(dim, a.shape[dim] - 1, 1), a.narrow(dim, 0, a.shape[dim] - 1)],
+                         dim)
+    return torch.roll(a, shift, dims=dim)
 
 
 def next_pow2(v: int) -> int:

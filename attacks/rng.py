@@ -359,22 +359,23 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
     # element in the same order, so the same counts
     left = (uz > total).nonzero().squeeze(1)
     if len(left):
-        pl, dl, tl, ul = p[left], d[left], total[left], uz[left]
-        zl = torch.zeros(len(left), dtype=z.dtype, device=z.device)
+        pl, dl, tl, ul = (v.index_select(0, left) for v in (p, d, total, uz))
+        zl = torch.zeros_like(pl)
         for step in range(2, _REMAINDER_STEPS + 1):
             pl.mul_(dl).div_(step)
             tl += pl
             zl += ul > tl
-        z[left] += zl
-        p[left], total[left] = pl, tl
-    left = left[uz[left] > total[left]]
-    step = _REMAINDER_STEPS
-    while len(left) and step < 64:  # P(Z > 7) < 1e-5; float64 CDF reaches 1 by 30
-        step += 1
-        p[left] = p[left] * d[left] / step
-        total[left] += p[left]
-        left = left[uz[left] > total[left]]
-        z[left] += 1
+        # P(Z > 7) < 1e-5; the float64 CDF reaches 1 by 30
+        more = (ul > tl).nonzero().squeeze(1)
+        step = _REMAINDER_STEPS
+        while len(more) and step < 64:
+            step += 1
+            pm = pl[more] * dl[more] / step
+            pl[more] = pm
+            tl[more] += pm
+            more = more[ul[more] > tl[more]]
+            zl[more] += 1
+        z.index_add_(0, left, zl)
     return j.add_(z)
 
 
