@@ -67,14 +67,16 @@ import torch
 import torch.nn.functional as F
 
 from attacks.image_ops import (
-    bilinear_sample,
     box_matrix,
     clipped_zoom,
     correlate,
     disk_kernel,
     equalize_hist,
     gaussian_filter,
+    gaussian_operator,
     max3x3,
+    mirror_grid_scale,
+    mirror_sample,
     motion_blur_batch,
     next_pow2,
     pad,
@@ -901,9 +903,9 @@ def corruption_notes(name: str, severity: int) -> dict[str, str]:
     return {}
 
 
-#: OpenCV takes at most this many channels per image: the shading steps
+#: OpenCV filters at most this many channels per image (128 in OpenCV 5): the shading steps
 #: that work per pixel or per 3x3 window run on this many layers at once.
-_OPENCV_MAX_CHANNELS = 512
+_OPENCV_MAX_CHANNELS = 128
 
 
 @contextlib.contextmanager
@@ -1035,19 +1037,32 @@ def _elastic_transform(x: Tensor, c: tuple[float, float, float], rng: SampleRNG)
     pts2 = pts1 + rng.uniform(-affine, affine, 3, 2, dtype=torch.float64).to(dev)
     ones = torch.ones(n, 3, 1, dtype=torch.float64, device=dev)
     inverse = torch.linalg.solve(torch.cat([pts2, ones], 2), pts1)  # maps dst -> src, (n,3,2)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=dev),
-                            torch.arange(w, dtype=torch.float64, device=dev), indexing="ij")
-    grid = torch.stack([xx, yy, torch.ones_like(xx)], -1).reshape(1, -1, 3)
-    src = grid @ inverse  # (n, h*w, 2) as (x, y)
-    warped = bilinear_sample(x, src[..., 1].reshape(n, h, w).float(),
-                             src[..., 0].reshape(n, h, w).float(), "reflect101")
-    # the two displacement fields (x then y, in draw order) blurred as one
-    # two-channel batch: the same operations per value, half the calls
+    # the affine map (xx, yy, 1) @ inverse, in the grid coordinates of the
+    # sampler (reflect101: corners aligned), elementwise: a matrix product
+    # with an inner size of 3 is slow
+    sy, oy = mirror_grid_scale(h, "reflect101")
+    sx, ox = mirror_grid_scale(w, "reflect101")
+    coef = (inverse * torch.tensor([sx, sy], dtype=torch.float64, device=dev)).float()
+    coef[:, 2] += torch.tensor([ox, oy], device=dev)
+    yy = torch.arange(h, dtype=torch.float32, device=dev).view(1, h, 1, 1)
+    xx = torch.arange(w, dtype=torch.float32, device=dev).view(1, 1, w, 1)
+    coef = coef.view(n, 3, 1, 1, 2)
+    grid = torch.addcmul(torch.addcmul(coef[:, 2], xx, coef[:, 0]), yy, coef[:, 1])  # n,h,w,2
+    warped = mirror_sample(x, grid, "reflect101")
+    # the two displacement fields (x then y, in draw order), blurred as one
+    # two-channel batch by the filter's row and column operators, added to
+    # the pixel grid (symmetric border) in the sampler's coordinates
     fields = torch.cat([rng.uniform(-1.0, 1.0, 1, h, w), rng.uniform(-1.0, 1.0, 1, h, w)], 1)
-    dx, dy = (gaussian_filter(fields, sigma, truncate=3.0, mode="symmetric") * alpha).unbind(1)
-    rows = yy.float().unsqueeze(0) + dy.to(dev)
-    cols = xx.float().unsqueeze(0) + dx.to(dev)
-    return bilinear_sample(warped, rows, cols, "symmetric")
+    if sigma > 0:
+        blur_h = gaussian_operator(h, sigma, 3.0, "symmetric", fields.dtype, fields.device)
+        blur_w = gaussian_operator(w, sigma, 3.0, "symmetric", fields.dtype, fields.device)
+        fields = blur_h @ fields @ blur_w.T
+    sy, oy = mirror_grid_scale(h, "symmetric")
+    sx, ox = mirror_grid_scale(w, "symmetric")
+    scale = torch.tensor([sx, sy], device=dev)
+    base = torch.stack(torch.broadcast_tensors(xx[..., 0] * sx + ox, yy[..., 0] * sy + oy), -1)
+    grid = torch.addcmul(base, fields.to(dev).permute(0, 2, 3, 1), scale * alpha)
+    return mirror_sample(warped, grid, "symmetric")
 
 
 @register_corruption(

@@ -10,6 +10,7 @@ calls, so the corruptions match their references.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -121,6 +122,19 @@ def gaussian_filter(x: Tensor, sigma: float, *, truncate: float = 4.0,
     return _separable(x, gaussian_kernel1d(sigma, truncate), mode)
 
 
+@functools.lru_cache(maxsize=64)
+def gaussian_operator(size: int, sigma: float, truncate: float, mode: str,
+                      dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``gaussian_filter`` along one axis of length ``size`` as a (size x size)
+    matrix, border folded in: ``G @ x @ G'.T`` blurs a batch of images in
+    two small matrix products (read only; equal to the separable filter up
+    to float rounding)."""
+    eye = torch.eye(size, dtype=torch.float64).view(1, size, 1, size)
+    k = gaussian_kernel1d(sigma, truncate)
+    rows = _depthwise(pad(eye, 0, len(k) // 2, mode), k.view(1, -1))[0, :, 0]  # [in, out]
+    return rows.T.contiguous().to(device, dtype)
+
+
 def disk_kernel(radius: float, alias_blur: float) -> Tensor:
     """The reference's anti-aliased disk: a normalised binary disk on a grid
     of at least 17x17, blurred by a 3x3 (5x5 for radius > 8) Gaussian with
@@ -155,6 +169,27 @@ def _gather_pixels(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return x.reshape(n, c, h * w).gather(2, idx).reshape(n, c, *rows.shape[1:])
 
 
+#: Border modes ``mirror_sample`` takes.
+MIRROR_MODES: tuple[str, ...] = ("reflect101", "symmetric")
+
+
+def mirror_grid_scale(size: int, mode: str) -> tuple[float, float]:
+    """(scale, offset) taking a pixel position along an axis of ``size`` to
+    ``mirror_sample``'s grid coordinate: ``g = position * scale + offset``."""
+    if mode == "reflect101":
+        return 2 / (size - 1), -1.0
+    return 2 / size, 1 / size - 1
+
+
+def mirror_sample(x: Tensor, grid: Tensor, mode: str) -> Tensor:
+    """Bilinear samples of ``x`` at ``grid`` (N, H', W', [x, y]) in
+    ``grid_sample``'s coordinates for the mode (``mirror_grid_scale``), with
+    ``mode`` (reflect101 or symmetric) at the borders: ``grid_sample`` with
+    reflection padding, corners aligned for reflect101."""
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=mode == "reflect101")
+
+
 def bilinear_sample(x: Tensor, rows: Tensor, cols: Tensor, mode: str) -> Tensor:
     """Sample ``x`` at real positions (N, H', W') bilinearly; neighbours
     outside the image follow the border ``mode``.
@@ -166,16 +201,13 @@ def bilinear_sample(x: Tensor, rows: Tensor, cols: Tensor, mode: str) -> Tensor:
     the neighbours' indices, in one fused operation.
     """
     h, w = x.shape[-2:]
-    if mode in ("reflect101", "symmetric") and h > 1 and w > 1:
-        aligned = mode == "reflect101"
+    if mode in MIRROR_MODES and h > 1 and w > 1:
         rr, cc = rows.double(), cols.double()
-        if aligned:
+        if mode == "reflect101":
             gy, gx = rr * (2 / (h - 1)) - 1, cc * (2 / (w - 1)) - 1
         else:
             gy, gx = (2 * rr + 1) / h - 1, (2 * cc + 1) / w - 1
-        grid = torch.stack([gx, gy], -1).to(x.dtype)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
-                             align_corners=aligned)
+        return mirror_sample(x, torch.stack([gx, gy], -1).to(x.dtype), mode)
     r0 = torch.floor(rows)
     c0 = torch.floor(cols)
     fr = (rows - r0).unsqueeze(1)
@@ -212,9 +244,9 @@ def motion_blur_batch(x: Tensor, radius: float, sigma: float, angles: Tensor) ->
             + torch.arange(w, device=x.device).view(1, w) + p).view(1, h * w)
     shift = dy * wp + dx  # (n, width)
     out = torch.zeros(n, c, h * w, dtype=x.dtype, device=x.device)
-    for t in range(width):
+    for t, weight in enumerate(k.tolist()):
         idx = (base + shift[:, t : t + 1]).view(n, 1, h * w).expand(n, c, h * w)
-        out += k[t] * flat.gather(2, idx)
+        out.add_(flat.gather(2, idx), alpha=weight)
     return out.view(n, c, h, w)
 
 

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -50,11 +51,32 @@ _REMAINDER_STEPS = 7
 #: Elements per piece of the table sampler: its temporaries stay in cache
 #: and are reused by the allocator instead of being mapped afresh.
 _CHUNK = 1 << 15
+#: CPU tensors up to this many words mix in numpy whatever torch's threads.
+_NUMPY_MIX_MAX = 1 << 16
+
+
+#: splitmix64's (shift, multiplier) rounds as numpy unsigned words (0: none).
+_NP_ROUNDS = tuple((np.uint64(shift), np.uint64(mul & _WORD) if mul else None)
+                   for shift, mul in ((30, _MUL1), (27, _MUL2), (31, 0)))
 
 
 def _mix64(z: Tensor) -> Tensor:
     """splitmix64's finaliser, in place on an int64 tensor: wrapping products
-    and logical right shifts (arithmetic shift, then the sign bits masked)."""
+    and logical right shifts.
+
+    On the CPU the same words come from numpy's unsigned 64-bit operations
+    on the tensor's memory (a logical shift is one operation there; several
+    times faster on small tensors, where torch's per-call cost dominates),
+    unless torch has more than one thread for a large tensor. Elsewhere:
+    arithmetic shifts with the sign bits masked."""
+    if z.device.type == "cpu" and z.is_contiguous() and \
+            (z.numel() <= _NUMPY_MIX_MAX or torch.get_num_threads() == 1):
+        a = z.numpy().view(np.uint64)
+        for shift, mul in _NP_ROUNDS:
+            a ^= a >> shift
+            if mul is not None:
+                a *= mul
+        return z
     t = torch.empty_like(z)
     for shift, mul in ((30, _MUL1), (27, _MUL2), (31, 0)):
         torch.bitwise_right_shift(z, shift, out=t)
@@ -63,6 +85,14 @@ def _mix64(z: Tensor) -> Tensor:
         if mul:
             z.mul_(mul)
     return z
+
+
+def _flat_nonzero(mask: Tensor) -> Tensor:
+    """The indices of the true values of a 1-D mask, ascending (on the CPU
+    by numpy, several times faster than torch's ``nonzero``)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.nonzero().squeeze(1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -211,10 +241,10 @@ class SampleRNG:
         else:
             counts = torch.empty_like(lam)
             big = lam > _TABLE_MAX_RATE
-            idx = (~big).nonzero().squeeze(1)
+            idx = _flat_nonzero(~big)
             if len(idx):
                 counts[idx] = _poisson_by_tables(lam[idx], words[idx], _TABLE_MAX_RATE)
-            idx = big.nonzero().squeeze(1)
+            idx = _flat_nonzero(big)
             counts[idx] = self._poisson_ptrs(base, lam[idx], idx, m)
         return counts.view(rates.shape).to(rates.dtype)
 
@@ -241,7 +271,7 @@ class SampleRNG:
         k, ok = _ptrs_attempts(lam, self._flat_words(self._substream(base, 1).view(1, -1),
                                                      idx, m), log_fact)
         out, ok = k[0], ok[0]
-        todo = (~ok).nonzero().squeeze(1)  # positions in lam still to draw
+        todo = _flat_nonzero(~ok)  # positions in lam still to draw
         where = todo if idx is None else idx[todo]
         rows, offsets = where // m, _offsets(m, self.device)[where % m]
         first = 2
@@ -253,7 +283,7 @@ class SampleRNG:
             ok = accept.any(0)
             pick = accept.to(torch.uint8).argmax(0, keepdim=True)  # first accepted attempt
             out[todo] = k.gather(0, pick)[0]
-            left = (~ok).nonzero().squeeze(1)
+            left = _flat_nonzero(~ok)
             todo, rows, offsets = todo[left], rows[left], offsets[left]
         return out
 
@@ -343,7 +373,7 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
     # three 1-D gathers: several times faster on CPU than one of (n, 3) rows
     guide_j, guide_cdf, guide_next = (col.index_select(0, at) for col in entries)
     j = guide_j.add(u > guide_cdf)  # one step up covers most, a binary search the rest
-    left = (u > guide_next).nonzero().squeeze(1)
+    left = _flat_nonzero(u > guide_next)
     if len(left):
         j[left] = (torch.searchsorted(stacked, u[left] + g[left]) - gi[left] * width).double()
     # the remainder d = lam - g in [0, 1): Poisson(d) by inversion
@@ -357,7 +387,7 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
     z += uz > total
     # the rest continue on their own, compacted: the same operations per
     # element in the same order, so the same counts
-    left = (uz > total).nonzero().squeeze(1)
+    left = _flat_nonzero(uz > total)
     if len(left):
         pl, dl, tl, ul = (v.index_select(0, left) for v in (p, d, total, uz))
         zl = torch.zeros_like(pl)
@@ -366,7 +396,7 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
             tl += pl
             zl += ul > tl
         # P(Z > 7) < 1e-5; the float64 CDF reaches 1 by 30
-        more = (ul > tl).nonzero().squeeze(1)
+        more = _flat_nonzero(ul > tl)
         step = _REMAINDER_STEPS
         while len(more) and step < 64:
             step += 1
