@@ -243,10 +243,11 @@ def motion_blur_batch(x: Tensor, radius: float, sigma: float, angles: Tensor) ->
     base = ((torch.arange(h, device=x.device) + p).view(h, 1) * wp
             + torch.arange(w, device=x.device).view(1, w) + p).view(1, h * w)
     shift = dy * wp + dx  # (n, width)
-    out = torch.zeros(n, c, h * w, dtype=x.dtype, device=x.device)
-    for t, weight in enumerate(k.tolist()):
+    weights = k.tolist()
+    out = (x * weights[0]).reshape(n, c, h * w)  # tap 0 reads the pixel itself
+    for t in range(1, width):
         idx = (base + shift[:, t : t + 1]).view(n, 1, h * w).expand(n, c, h * w)
-        out.add_(flat.gather(2, idx), alpha=weight)
+        out.add_(flat.gather(2, idx), alpha=weights[t])
     return out.view(n, c, h, w)
 
 

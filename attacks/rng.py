@@ -418,9 +418,12 @@ def sample_keys(x: Tensor) -> list[str]:
 
 def sample_seeds(seed: int, name: str, severity: int | str, keys: Sequence[Any]) -> list[int]:
     """One 63-bit seed per sample from (seed, corruption, severity, sample key)."""
-    prefix = f"{seed}/{name}/{severity}/".encode()
-    return [
-        int.from_bytes(hashlib.blake2b(prefix + str(k).encode(), digest_size=8).digest(),
-                       "little") >> 1
-        for k in keys
-    ]
+    # the hash of the common prefix is computed once and extended per key
+    # (the same digests as hashing prefix + key whole)
+    base = hashlib.blake2b(f"{seed}/{name}/{severity}/".encode(), digest_size=8)
+    seeds = []
+    for k in keys:
+        h = base.copy()
+        h.update(str(k).encode())
+        seeds.append(int.from_bytes(h.digest(), "little") >> 1)
+    return seeds
