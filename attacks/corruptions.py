@@ -845,19 +845,19 @@ def _spatter(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
     loc, scale, sigma, threshold, intensity, mud = c
     n, ch, h, w = x.shape
     liquid = gaussian_filter(rng.normal(loc, scale, 1, h, w), sigma)
-    liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+    liquid = liquid.masked_fill_(liquid < threshold, 0.0)
     if mud:
         m = gaussian_filter((liquid > threshold).float(), intensity)
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         color = torch.tensor([63, 42, 20], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
         return x * (1 - m) + color * m
     # the reference keeps the layer as 8 bits (truncated) from here on
-    liquid = torch.floor(liquid * 255).clamp(0, 255)
+    liquid = liquid.mul_(255).floor_().clamp_(0, 255)
     cv2 = _opencv()
     dist = _water_shading_opencv(liquid, cv2) if cv2 is not None else _water_shading(liquid)
     m = liquid * dist
-    top = per_image_max(m)
-    m = torch.where(top > 0, m / top.clamp_min(1e-12), torch.zeros_like(m)) * intensity
+    # m >= 0: an image whose maximum is 0 is all zeros, and stays so
+    m = m.div_(per_image_max(m).clamp_min(1e-12)).mul_(intensity)
     color = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
     return x + m * color
 

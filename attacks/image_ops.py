@@ -81,12 +81,14 @@ def _depthwise(x: Tensor, kernel: Tensor) -> Tensor:
         # few taps: shifted views, multiply-added (several times faster than
         # a grouped convolution with one group per plane on CPU)
         oh, ow = h - kh + 1, w - kw + 1
-        taps = kernel.to(x.dtype).tolist()
-        out = torch.zeros(n, c, oh, ow, dtype=x.dtype, device=x.device)
-        for a, row in enumerate(taps):
-            for b, weight_ab in enumerate(row):
-                if weight_ab:
-                    out.add_(x[:, :, a : a + oh, b : b + ow], alpha=weight_ab)
+        taps = [(a, b, weight) for a, row in enumerate(kernel.to(x.dtype).tolist())
+                for b, weight in enumerate(row) if weight]
+        if not taps:
+            return torch.zeros(n, c, oh, ow, dtype=x.dtype, device=x.device)
+        a, b, weight = taps[0]
+        out = x[:, :, a : a + oh, b : b + ow] * weight  # as 0 + weight * tap
+        for a, b, weight in taps[1:]:
+            out.add_(x[:, :, a : a + oh, b : b + ow], alpha=weight)
         return out
     weight = kernel.to(x).view(1, 1, kh, kw).expand(n * c, 1, kh, kw)
     return F.conv2d(x.reshape(1, n * c, h, w), weight, groups=n * c).view(
