@@ -379,11 +379,10 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
     # the remainder d = lam - g in [0, 1): Poisson(d) by inversion
     d = lam - g
     uz = w.bitwise_and(_M32).double().add_(0.5).mul_(2.0**-32)
-    p = torch.exp(-d)
-    total = p.clone()
-    z = (uz > total).double()
-    p.mul_(d)  # step 1 for every element: most stop at 0 or 1 (P >= 0.73)
-    total += p
+    p0 = torch.exp(-d)
+    z = (uz > p0).double()
+    p = p0 * d  # step 1 for every element: most stop at 0 or 1 (P >= 0.73)
+    total = p0.add_(p)
     z += uz > total
     # the rest continue on their own, compacted: the same operations per
     # element in the same order, so the same counts
