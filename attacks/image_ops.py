@@ -179,7 +179,7 @@ def mirror_grid_scale(size: int, mode: str) -> tuple[float, float]:
     """(scale, offset) taking a pixel position along an axis of ``size`` to
     ``mirror_sample``'s grid coordinate: ``g = position * scale + offset``."""
     if mode == "reflect101":
-        return 2 / (size - 1), -1.0
+        return (2 / (size - 1), -1.0) if size > 1 else (0.0, 0.0)  # one pixel: always it
     return 2 / size, 1 / size - 1
 
 

@@ -100,3 +100,9 @@ def test_sample_seeds_hash_the_whole_string() -> None:
     want = [int.from_bytes(hashlib.blake2b(f"5/fog/3/{k}".encode(), digest_size=8).digest(),
                            "little") >> 1 for k in keys]
     assert R.sample_seeds(5, "fog", 3, keys) == want
+
+
+def test_elastic_transform_of_one_pixel_wide_images_keeps_their_shape() -> None:
+    x = torch.rand(2, 3, 5, 1, generator=torch.Generator().manual_seed(4))
+    out = C.corrupt(x, "elastic_transform", 3, keys=range(2))
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
