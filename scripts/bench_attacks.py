@@ -285,7 +285,8 @@ def cifar_overhead(name: str, n: int, batch: int, steps: int, repeats: int) -> N
     timings add up to as much time as theirs. Every contender runs once
     untimed first. Printed per contender: the sum over batches of its best
     round (CPU s, and that against the floor's), and the median over rounds
-    of its round time against the floor's in the same round. Times are CPU
+    of its round time against the floor's in the same round; "all s" is the
+    CPU time of all its rounds. Times are CPU
     seconds of the process (all its threads): on a shared machine wall time
     also counts the time other jobs hold the cores."""
     model = cifar_model(name)
@@ -311,8 +312,8 @@ def cifar_overhead(name: str, n: int, batch: int, steps: int, repeats: int) -> N
     print(f"\n{name} (random weights, {sum(p.numel() for p in model.module.parameters()) / 1e6:.1f}M "
           f"parameters), {n} points 32x32x3, batch {batch}, eps 8/255; load average "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"  {'attack':10s} {'contender':26s} {'rounds':>6s} {'CPU s':>8s} {'x floor':>8s} "
-          f"{'median x':>9s}")
+    print(f"  {'attack':10s} {'contender':26s} {'rounds':>6s} {'all s':>7s} {'CPU s':>7s} "
+          f"{'x floor':>8s} {'median x':>9s}")
     floor_key = "floor (bare torch loop)"
     for label, (spec, k, rand) in attacks.items():
         runs: dict[str, Callable[[torch.Tensor, torch.Tensor, np.ndarray], object]] = {
@@ -343,8 +344,8 @@ def cifar_overhead(name: str, n: int, batch: int, steps: int, repeats: int) -> N
         for key in runs:
             ratios = [t / f for t, f in zip(per_round[key], per_round[floor_key], strict=True)]
             print(f"  {label if key == floor_key else '':10s} {key:26s} {rounds:6d} "
-                  f"{sum(best[key]):8.2f} {sum(best[key]) / base:7.2f}x "
-                  f"{float(np.median(ratios)):8.2f}x")
+                  f"{sum(per_round[key]):7.1f} {sum(best[key]):7.2f} "
+                  f"{sum(best[key]) / base:7.2f}x {float(np.median(ratios)):8.2f}x")
 
 
 def sweep_cost(args: argparse.Namespace, data: EvalSet, adapter: ArtAdapter, pgd: AttackSpec,
