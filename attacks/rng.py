@@ -379,14 +379,17 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
     # the remainder d = lam - g in [0, 1): Poisson(d) by inversion
     d = lam - g
     uz = w.bitwise_and(_M32).double().add_(0.5).mul_(2.0**-32)
+    # the remainder's count is added to j as it is found (whole numbers:
+    # exact in float64, in any order)
     p0 = torch.exp(-d)
-    z = (uz > p0).double()
+    j.add_(uz > p0)
     p = p0 * d  # step 1 for every element: most stop at 0 or 1 (P >= 0.73)
     total = p0.add_(p)
-    z += uz > total
+    beyond = uz > total
+    j.add_(beyond)
     # the rest continue on their own, compacted: the same operations per
     # element in the same order, so the same counts
-    left = _flat_nonzero(uz > total)
+    left = _flat_nonzero(beyond)
     if len(left):
         pl, dl, tl, ul = (v.index_select(0, left) for v in (p, d, total, uz))
         zl = torch.zeros_like(pl)
@@ -404,8 +407,8 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
             tl[more] += pm
             more = more[ul[more] > tl[more]]
             zl[more] += 1
-        z.index_add_(0, left, zl)
-    return j.add_(z)
+        j.index_add_(0, left, zl)
+    return j
 
 
 def sample_keys(x: Tensor) -> list[str]:
