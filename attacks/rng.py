@@ -235,9 +235,14 @@ class SampleRNG:
         words = self._flat_words(self._substream(base, 0).view(1, -1), None, m)[0]
         top = high
         if top <= _TABLE_MAX_RATE:
-            # in cache-sized pieces (the words fix each element's count: no change)
-            counts = torch.cat([_poisson_by_tables(lam[i : i + _CHUNK], words[i : i + _CHUNK], top)
-                                for i in range(0, len(lam), _CHUNK)])
+            # in cache-sized pieces (the words fix each element's count: no
+            # change), each written straight into the result in its dtype
+            # (whole counts: exact)
+            out = torch.empty(len(lam), dtype=rates.dtype, device=lam.device)
+            for i in range(0, len(lam), _CHUNK):
+                out[i : i + _CHUNK] = _poisson_by_tables(lam[i : i + _CHUNK],
+                                                         words[i : i + _CHUNK], top)
+            return out.view(rates.shape)
         else:
             counts = torch.empty_like(lam)
             big = lam > _TABLE_MAX_RATE
