@@ -457,10 +457,10 @@ def main() -> None:
                         "default $FROST_DIR); without it frost is not timed")
     p.add_argument("--quick", action="store_true",
                    help="a quick look (well under a minute on 2 cores): --n 256, references "
-                        "on at most 25 images, 3 rounds, no CNN part")
+                        "on at most 25 images, 5 rounds, no CNN part")
     a = p.parse_args()
     if a.quick:
-        a.n, a.repeats, a.skip_cnn = min(a.n, 256), min(a.repeats, 3), True
+        a.n, a.repeats, a.skip_cnn = min(a.n, 256), 5, True
         a.ref_n = min(a.ref_n or 25, 25)
     if a.frost_dir:
         load_frost(a.frost_dir)
