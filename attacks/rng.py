@@ -240,15 +240,15 @@ class SampleRNG:
             # (whole counts: exact)
             out = torch.empty(len(lam), dtype=rates.dtype, device=lam.device)
             for i in range(0, len(lam), _CHUNK):
-                out[i : i + _CHUNK] = _poisson_by_tables(lam[i : i + _CHUNK],
-                                                         words[i : i + _CHUNK], top)
+                out[i : i + _CHUNK] = _poisson_counts(lam[i : i + _CHUNK],
+                                                      words[i : i + _CHUNK], top)
             return out.view(rates.shape)
         else:
             counts = torch.empty_like(lam)
             big = lam > _TABLE_MAX_RATE
             idx = _flat_nonzero(~big)
             if len(idx):
-                counts[idx] = _poisson_by_tables(lam[idx], words[idx], _TABLE_MAX_RATE)
+                counts[idx] = _poisson_counts(lam[idx], words[idx], _TABLE_MAX_RATE)
             idx = _flat_nonzero(big)
             counts[idx] = self._poisson_ptrs(base, lam[idx], idx, m)
         return counts.view(rates.shape).to(rates.dtype)
@@ -414,6 +414,67 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
             zl[more] += 1
         j.index_add_(0, left, zl)
     return j
+
+
+def _poisson_by_tables_numpy(lam: Tensor, w: Tensor, top: float) -> Tensor:
+    """``_poisson_by_tables`` for CPU tensors, in numpy: the same operations
+    on the same values (integer steps, comparisons, IEEE sums and products;
+    the exponential still by torch, on the same array), so the same counts,
+    at a fraction of torch's cost per call, with one-step logical shifts."""
+    size = 16
+    while size < top:
+        size *= 2
+    stacked, entries, width, bits = _poisson_tables(size, lam.device)
+    lam_n = lam.numpy()
+    wu = w.numpy().view(np.uint64)
+    g = np.floor(lam_n)
+    gi = g.astype(np.int64)
+    u = (wu >> np.uint64(32)).astype(np.float64)
+    u += 0.5
+    u *= 2.0**-32
+    at = (gi << bits) + (wu >> np.uint64(64 - bits)).astype(np.int64)
+    guide_j, guide_cdf, guide_next = (np.take(col.numpy(), at) for col in entries)
+    j = guide_j + (u > guide_cdf)
+    left = np.flatnonzero(u > guide_next)
+    if len(left):
+        j[left] = np.searchsorted(stacked.numpy(), u[left] + g[left]) - gi[left] * width
+    d = lam_n - g
+    uz = (wu & np.uint64(_M32)).astype(np.float64)
+    uz += 0.5
+    uz *= 2.0**-32
+    p0 = torch.exp(torch.from_numpy(-d)).numpy()
+    j += uz > p0
+    p = p0 * d
+    total = np.add(p0, p, out=p0)
+    beyond = uz > total
+    j += beyond
+    left = np.flatnonzero(beyond)
+    if len(left):
+        pl, dl, tl, ul = (np.take(v, left) for v in (p, d, total, uz))
+        zl = np.zeros_like(pl)
+        for step in range(2, _REMAINDER_STEPS + 1):
+            pl *= dl
+            pl /= step
+            tl += pl
+            zl += ul > tl
+        more = np.flatnonzero(ul > tl)
+        step = _REMAINDER_STEPS
+        while len(more) and step < 64:
+            step += 1
+            pm = pl[more] * dl[more] / step
+            pl[more] = pm
+            tl[more] += pm
+            more = more[ul[more] > tl[more]]
+            zl[more] += 1
+        j[left] += zl
+    return torch.from_numpy(j)
+
+
+def _poisson_counts(lam: Tensor, w: Tensor, top: float) -> Tensor:
+    """``_poisson_by_tables``, through numpy for contiguous CPU tensors."""
+    if lam.device.type == "cpu" and lam.is_contiguous() and w.is_contiguous():
+        return _poisson_by_tables_numpy(lam, w, top)
+    return _poisson_by_tables(lam, w, top)
 
 
 def sample_keys(x: Tensor) -> list[str]:

@@ -106,3 +106,14 @@ def test_elastic_transform_of_one_pixel_wide_images_keeps_their_shape() -> None:
     x = torch.rand(2, 3, 5, 1, generator=torch.Generator().manual_seed(4))
     out = C.corrupt(x, "elastic_transform", 3, keys=range(2))
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
+
+
+@pytest.mark.parametrize("n", [1, 37, 4096, 5003])
+@pytest.mark.parametrize("top", [0.9, 30.0, 500.0])
+def test_poisson_tables_in_numpy_count_as_in_torch(n: int, top: float) -> None:
+    g = torch.Generator().manual_seed(n)
+    lam = (torch.rand(n, generator=g, dtype=torch.float64) * top).contiguous()
+    words = torch.randint(-2**63, 2**63 - 1, (n,), dtype=torch.int64, generator=g)
+    by_numpy = R._poisson_by_tables_numpy(lam, words, float(lam.max()))
+    by_torch = R._poisson_by_tables(lam, words, float(lam.max()))
+    assert torch.equal(by_numpy, by_torch)
