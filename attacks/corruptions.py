@@ -430,9 +430,11 @@ def _glass_sources(pos: Tensor, rank: Tensor, disp: Tensor, w: int) -> Tensor:
     src = pos.view(1, -1) + disp[..., 1] * w + disp[..., 0]  # (n, P)
     identity = torch.arange(hw, device=pos.device).repeat(n, 1)
     out = identity.index_copy(1, pos, src)
+    if int(disp.max()) <= 0:
+        return out  # offsets up and left only (delta 1): neighbours come later, no chains
     later = rank.take(src) < rank.index_select(0, pos).view(1, -1)  # (n, P)
     if not bool(later.any()):
-        return out  # no chains (always so for delta 1: neighbours come later)
+        return out  # no chains
     chained = torch.zeros(n, hw, dtype=torch.bool, device=pos.device).index_copy_(1, pos, later)
     nxt = identity.index_copy_(1, pos, torch.where(later, src, pos.view(1, -1)))
     while bool(chained.any()):

@@ -117,3 +117,10 @@ def test_poisson_tables_in_numpy_count_as_in_torch(n: int, top: float) -> None:
     by_numpy = R._poisson_by_tables_numpy(lam, words, float(lam.max()))
     by_torch = R._poisson_by_tables(lam, words, float(lam.max()))
     assert torch.equal(by_numpy, by_torch)
+
+
+@pytest.mark.parametrize(("size", "decay"), [(2, 3.0), (32, 2.5), (64, 1.75)])
+def test_plasma_fractal_in_numpy_equals_the_torch_steps(size: int, decay: float) -> None:
+    by_numpy = ops._plasma_fractal_numpy(R.SampleRNG([3, 4, 5]), size, decay)
+    by_torch = ops._plasma_fractal_torch(R.SampleRNG([3, 4, 5]), size, decay)
+    assert torch.equal(by_numpy, by_torch)
