@@ -33,6 +33,7 @@ class still comes from the one ``_target_`` check (``benchmark.core.targets``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import logging
@@ -66,9 +67,14 @@ def derive_seed(*parts: Any) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed numpy's global generator (ART draws from it) and torch."""
+    """Seed numpy's global generator (ART draws from it) and torch's CPU and
+    CUDA generators, as ``torch.manual_seed`` does for them (which, without
+    CUDA, also queues a deferred CUDA seeding and formats a stack trace for
+    it: a cost on every attack call, for nothing)."""
     np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+    torch.random.default_generator.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: float) -> torch.Tensor:
@@ -192,6 +198,12 @@ class _Float32(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x.float())
+
+
+@functools.lru_cache(maxsize=128)
+def _parameters(cls: type) -> Mapping[str, inspect.Parameter]:
+    """The constructor parameters of an attack class (read once per class)."""
+    return inspect.signature(cls).parameters
 
 
 def _is_attack_map(value: Any) -> bool:
@@ -446,7 +458,7 @@ class ArtAdapter(_FastPaths):
         cls = _class(f"attack.{where}._target_", target)
         if target == "art.attacks.evasion.ProjectedGradientDescentPyTorch":
             cls = _fast_pgd_class()
-        accepted = inspect.signature(cls).parameters
+        accepted = _parameters(cls)
         kwargs.pop("_target_", None)
         if spec.budget_arg is not None and budget is not None:
             if spec.budget_arg not in accepted:

@@ -67,14 +67,16 @@ import torch
 import torch.nn.functional as F
 
 from attacks.image_ops import (
-    bilinear_sample,
     box_matrix,
     clipped_zoom,
     correlate,
     disk_kernel,
     equalize_hist,
     gaussian_filter,
+    gaussian_operator,
     max3x3,
+    mirror_grid_scale,
+    mirror_sample,
     motion_blur_batch,
     next_pow2,
     pad,
@@ -426,12 +428,15 @@ def _glass_sources(pos: Tensor, rank: Tensor, disp: Tensor, w: int) -> Tensor:
     """
     n, hw = disp.shape[0], len(rank)
     src = pos.view(1, -1) + disp[..., 1] * w + disp[..., 0]  # (n, P)
-    out = torch.arange(hw, device=pos.device).repeat(n, 1)
-    nxt = out.clone()
-    out[:, pos] = src
-    chained = torch.zeros(n, hw, dtype=torch.bool, device=pos.device)
-    chained[:, pos] = rank[src] < rank[pos].view(1, -1)
-    nxt[:, pos] = torch.where(chained[:, pos], src, pos.view(1, -1))
+    identity = torch.arange(hw, device=pos.device).repeat(n, 1)
+    out = identity.index_copy(1, pos, src)
+    if int(disp.max()) <= 0:
+        return out  # offsets up and left only (delta 1): neighbours come later, no chains
+    later = rank.take(src) < rank.index_select(0, pos).view(1, -1)  # (n, P)
+    if not bool(later.any()):
+        return out  # no chains
+    chained = torch.zeros(n, hw, dtype=torch.bool, device=pos.device).index_copy_(1, pos, later)
+    nxt = identity.index_copy_(1, pos, torch.where(later, src, pos.view(1, -1)))
     while bool(chained.any()):
         # a chained pixel holds what its neighbour holds; once that neighbour
         # is settled, so is the pixel, else jump two links at once
@@ -466,10 +471,13 @@ def _glass_blur(x: Tensor, c: tuple[float, int, int], rng: SampleRNG) -> Tensor:
     n, ch, h, w = x.shape
     x = torch.floor(gaussian_filter(x, sigma) * 255) / 255
     pos, rank = _glass_positions(h, w, delta, x.device)
-    perm = torch.arange(h * w, device=x.device).repeat(n, 1)
+    perm: Tensor | None = None
     for _ in range(iterations):
         disp = rng.randint(-delta, delta, len(pos), 2).to(x.device)  # (n, P, [dx, dy])
-        perm = perm.gather(1, _glass_sources(pos, rank, disp, w))
+        sources = _glass_sources(pos, rank, disp, w)
+        perm = sources if perm is None else perm.gather(1, sources)
+    if perm is None:
+        return gaussian_filter(x, sigma)
     flat = x.reshape(n, ch, h * w).gather(2, perm.view(n, 1, -1).expand(n, ch, -1))
     return gaussian_filter(flat.view(n, ch, h, w), sigma)
 
@@ -485,7 +493,13 @@ def _glass_blur(x: Tensor, c: tuple[float, int, int], rng: SampleRNG) -> Tensor:
 def _defocus_blur(x: Tensor, c: tuple[float, float], rng: SampleRNG) -> Tensor:
     """Correlation with an anti-aliased disk of the given radius (OpenCV border)."""
     radius, alias_blur = c
-    return correlate(x, disk_kernel(radius, alias_blur), "reflect101")
+    return correlate(x, _disk_kernel(float(radius), float(alias_blur)), "reflect101")
+
+
+@functools.lru_cache(maxsize=32)
+def _disk_kernel(radius: float, alias_blur: float) -> Tensor:
+    """``disk_kernel``, built once per setting (read only)."""
+    return disk_kernel(radius, alias_blur)
 
 
 @register_corruption(
@@ -833,19 +847,19 @@ def _spatter(x: Tensor, c: tuple[float, ...], rng: SampleRNG) -> Tensor:
     loc, scale, sigma, threshold, intensity, mud = c
     n, ch, h, w = x.shape
     liquid = gaussian_filter(rng.normal(loc, scale, 1, h, w), sigma)
-    liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+    liquid = liquid.masked_fill_(liquid < threshold, 0.0)
     if mud:
         m = gaussian_filter((liquid > threshold).float(), intensity)
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         color = torch.tensor([63, 42, 20], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
         return x * (1 - m) + color * m
     # the reference keeps the layer as 8 bits (truncated) from here on
-    liquid = torch.floor(liquid * 255).clamp(0, 255)
+    liquid = liquid.mul_(255).floor_().clamp_(0, 255)
     cv2 = _opencv()
     dist = _water_shading_opencv(liquid, cv2) if cv2 is not None else _water_shading(liquid)
     m = liquid * dist
-    top = per_image_max(m)
-    m = torch.where(top > 0, m / top.clamp_min(1e-12), torch.zeros_like(m)) * intensity
+    # m >= 0: an image whose maximum is 0 is all zeros, and stays so
+    m = m.div_(per_image_max(m).clamp_min(1e-12)).mul_(intensity)
     color = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
     return x + m * color
 
@@ -891,19 +905,48 @@ def corruption_notes(name: str, severity: int) -> dict[str, str]:
     return {}
 
 
+#: OpenCV filters at most this many channels per image (128 in OpenCV 5): the shading steps
+#: that work per pixel or per 3x3 window run on this many layers at once.
+_OPENCV_MAX_CHANNELS = 128
+
+
+@contextlib.contextmanager
+def _opencv_single_thread(cv2: Any) -> Iterator[None]:
+    """OpenCV on the calling thread only (its thread pool costs more than it
+    saves on 32x32 layers), its setting restored after."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def _water_shading_opencv(liquid: Tensor, cv2: Any) -> Tensor:
-    """The reference's shading of the water drops with OpenCV itself, per
-    image on the CPU: Canny edges of the 8-bit layer, L2 distance to them
-    (5x5 mask) truncated at 20, 3x3 box blur, histogram equalisation, the
-    emboss kernel into 8 bits, 3x3 box blur."""
+    """The reference's shading of the water drops with OpenCV itself, on the
+    CPU: Canny edges of the 8-bit layer, L2 distance to them (5x5 mask)
+    truncated at 20, 3x3 box blur, histogram equalisation, the emboss kernel
+    into 8 bits, 3x3 box blur. The edges, distances and equalisation run per
+    layer; the other steps on the layers stacked as channels (OpenCV filters
+    every channel alike)."""
     layers = liquid[:, 0].detach().cpu().numpy().astype(np.uint8)
+    n, h, w = layers.shape
     emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
-    out = np.empty(layers.shape, dtype=np.float32)
-    for i, layer in enumerate(layers):
-        dist = cv2.distanceTransform(255 - cv2.Canny(layer, 50, 150), cv2.DIST_L2, 5)
-        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
-        dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
-        out[i] = cv2.blur(cv2.filter2D(dist, cv2.CV_8U, emboss), (3, 3))
+    out = np.empty((n, h, w), dtype=np.float32)
+    with _opencv_single_thread(cv2):
+        for lo in range(0, n, _OPENCV_MAX_CHANNELS):
+            part = layers[lo : lo + _OPENCV_MAX_CHANNELS]
+            dist = np.empty((h, w, len(part)), dtype=np.float32)
+            for i, layer in enumerate(part):
+                dist[..., i] = cv2.distanceTransform(255 - cv2.Canny(layer, 50, 150),
+                                                     cv2.DIST_L2, 5)
+            np.minimum(dist, 20, out=dist)  # THRESH_TRUNC at 20
+            blurred = cv2.blur(dist, (3, 3)).astype(np.uint8).reshape(h, w, -1)
+            eq = np.empty_like(blurred)
+            for i in range(len(part)):
+                eq[..., i] = cv2.equalizeHist(np.ascontiguousarray(blurred[..., i]))
+            shaded = cv2.blur(cv2.filter2D(eq, cv2.CV_8U, emboss), (3, 3)).reshape(h, w, -1)
+            out[lo : lo + len(part)] = shaded.transpose(2, 0, 1)
     return torch.from_numpy(out).unsqueeze(1).to(liquid)
 
 
@@ -996,19 +1039,32 @@ def _elastic_transform(x: Tensor, c: tuple[float, float, float], rng: SampleRNG)
     pts2 = pts1 + rng.uniform(-affine, affine, 3, 2, dtype=torch.float64).to(dev)
     ones = torch.ones(n, 3, 1, dtype=torch.float64, device=dev)
     inverse = torch.linalg.solve(torch.cat([pts2, ones], 2), pts1)  # maps dst -> src, (n,3,2)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=dev),
-                            torch.arange(w, dtype=torch.float64, device=dev), indexing="ij")
-    grid = torch.stack([xx, yy, torch.ones_like(xx)], -1).reshape(1, -1, 3)
-    src = grid @ inverse  # (n, h*w, 2) as (x, y)
-    warped = bilinear_sample(x, src[..., 1].reshape(n, h, w).float(),
-                             src[..., 0].reshape(n, h, w).float(), "reflect101")
-    dx = gaussian_filter(rng.uniform(-1.0, 1.0, 1, h, w), sigma, truncate=3.0,
-                         mode="symmetric") * alpha
-    dy = gaussian_filter(rng.uniform(-1.0, 1.0, 1, h, w), sigma, truncate=3.0,
-                         mode="symmetric") * alpha
-    rows = yy.float().unsqueeze(0) + dy[:, 0].to(dev)
-    cols = xx.float().unsqueeze(0) + dx[:, 0].to(dev)
-    return bilinear_sample(warped, rows, cols, "symmetric")
+    # the affine map (xx, yy, 1) @ inverse, in the grid coordinates of the
+    # sampler (reflect101: corners aligned), elementwise: a matrix product
+    # with an inner size of 3 is slow
+    sy, oy = mirror_grid_scale(h, "reflect101")
+    sx, ox = mirror_grid_scale(w, "reflect101")
+    coef = (inverse * torch.tensor([sx, sy], dtype=torch.float64, device=dev)).float()
+    coef[:, 2] += torch.tensor([ox, oy], device=dev)
+    yy = torch.arange(h, dtype=torch.float32, device=dev).view(1, h, 1, 1)
+    xx = torch.arange(w, dtype=torch.float32, device=dev).view(1, 1, w, 1)
+    coef = coef.view(n, 3, 1, 1, 2)
+    grid = torch.addcmul(torch.addcmul(coef[:, 2], xx, coef[:, 0]), yy, coef[:, 1])  # n,h,w,2
+    warped = mirror_sample(x, grid, "reflect101")
+    # the two displacement fields (x then y, in draw order), blurred as one
+    # two-channel batch by the filter's row and column operators, added to
+    # the pixel grid (symmetric border) in the sampler's coordinates
+    fields = torch.cat([rng.uniform(-1.0, 1.0, 1, h, w), rng.uniform(-1.0, 1.0, 1, h, w)], 1)
+    if sigma > 0:
+        blur_h = gaussian_operator(h, sigma, 3.0, "symmetric", fields.dtype, fields.device)
+        blur_w = gaussian_operator(w, sigma, 3.0, "symmetric", fields.dtype, fields.device)
+        fields = blur_h @ fields @ blur_w.T
+    sy, oy = mirror_grid_scale(h, "symmetric")
+    sx, ox = mirror_grid_scale(w, "symmetric")
+    scale = torch.tensor([sx, sy], device=dev)
+    base = torch.stack(torch.broadcast_tensors(xx[..., 0] * sx + ox, yy[..., 0] * sy + oy), -1)
+    grid = torch.addcmul(base, fields.to(dev).permute(0, 2, 3, 1), scale * alpha)
+    return mirror_sample(warped, grid, "symmetric")
 
 
 @register_corruption(
@@ -1022,11 +1078,20 @@ def _elastic_transform(x: Tensor, c: tuple[float, float, float], rng: SampleRNG)
 def _pixelate(x: Tensor, c: float, rng: SampleRNG) -> Tensor:
     """PIL BOX downscale to a fraction c of the size, then BOX upscale back."""
     h, w = x.shape[-2:]
+    down_h, down_w_t, up_h, up_w_t = _pixelate_operators(h, w, float(c), x.dtype, x.device)
+    small = down_h @ x @ down_w_t
+    return up_h @ small @ up_w_t
+
+
+@functools.lru_cache(maxsize=32)
+def _pixelate_operators(h: int, w: int, c: float, dtype: torch.dtype, device: torch.device
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """PIL's BOX weights of pixelate's two resizes, built once per size
+    (read only): down rows, down columns (transposed), up rows, up columns
+    (transposed)."""
     sh, sw = max(1, int(h * c)), max(1, int(w * c))
-    down_h, down_w = box_matrix(h, sh).to(x), box_matrix(w, sw).to(x)
-    up_h, up_w = box_matrix(sh, h).to(x), box_matrix(sw, w).to(x)
-    small = down_h @ x @ down_w.T
-    return up_h @ small @ up_w.T
+    mats = (box_matrix(h, sh), box_matrix(w, sw).T, box_matrix(sh, h), box_matrix(sw, w).T)
+    return tuple(m.to(device, dtype).contiguous() for m in mats)  # type: ignore[return-value]
 
 
 @register_corruption(

@@ -10,6 +10,7 @@ calls, so the corruptions match their references.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -80,12 +81,14 @@ def _depthwise(x: Tensor, kernel: Tensor) -> Tensor:
         # few taps: shifted views, multiply-added (several times faster than
         # a grouped convolution with one group per plane on CPU)
         oh, ow = h - kh + 1, w - kw + 1
-        taps = kernel.to(x.dtype).tolist()
-        out = torch.zeros(n, c, oh, ow, dtype=x.dtype, device=x.device)
-        for a, row in enumerate(taps):
-            for b, weight_ab in enumerate(row):
-                if weight_ab:
-                    out.add_(x[:, :, a : a + oh, b : b + ow], alpha=weight_ab)
+        taps = [(a, b, weight) for a, row in enumerate(kernel.to(x.dtype).tolist())
+                for b, weight in enumerate(row) if weight]
+        if not taps:
+            return torch.zeros(n, c, oh, ow, dtype=x.dtype, device=x.device)
+        a, b, weight = taps[0]
+        out = x[:, :, a : a + oh, b : b + ow] * weight  # as 0 + weight * tap
+        for a, b, weight in taps[1:]:
+            out.add_(x[:, :, a : a + oh, b : b + ow], alpha=weight)
         return out
     weight = kernel.to(x).view(1, 1, kh, kw).expand(n * c, 1, kh, kw)
     return F.conv2d(x.reshape(1, n * c, h, w), weight, groups=n * c).view(
@@ -119,6 +122,19 @@ def gaussian_filter(x: Tensor, sigma: float, *, truncate: float = 4.0,
     if sigma <= 0:
         return x
     return _separable(x, gaussian_kernel1d(sigma, truncate), mode)
+
+
+@functools.lru_cache(maxsize=64)
+def gaussian_operator(size: int, sigma: float, truncate: float, mode: str,
+                      dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``gaussian_filter`` along one axis of length ``size`` as a (size x size)
+    matrix, border folded in: ``G @ x @ G'.T`` blurs a batch of images in
+    two small matrix products (read only; equal to the separable filter up
+    to float rounding)."""
+    eye = torch.eye(size, dtype=torch.float64).view(1, size, 1, size)
+    k = gaussian_kernel1d(sigma, truncate)
+    rows = _depthwise(pad(eye, 0, len(k) // 2, mode), k.view(1, -1))[0, :, 0]  # [in, out]
+    return rows.T.contiguous().to(device, dtype)
 
 
 def disk_kernel(radius: float, alias_blur: float) -> Tensor:
@@ -155,10 +171,45 @@ def _gather_pixels(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return x.reshape(n, c, h * w).gather(2, idx).reshape(n, c, *rows.shape[1:])
 
 
+#: Border modes ``mirror_sample`` takes.
+MIRROR_MODES: tuple[str, ...] = ("reflect101", "symmetric")
+
+
+def mirror_grid_scale(size: int, mode: str) -> tuple[float, float]:
+    """(scale, offset) taking a pixel position along an axis of ``size`` to
+    ``mirror_sample``'s grid coordinate: ``g = position * scale + offset``."""
+    if mode == "reflect101":
+        return (2 / (size - 1), -1.0) if size > 1 else (0.0, 0.0)  # one pixel: always it
+    return 2 / size, 1 / size - 1
+
+
+def mirror_sample(x: Tensor, grid: Tensor, mode: str) -> Tensor:
+    """Bilinear samples of ``x`` at ``grid`` (N, H', W', [x, y]) in
+    ``grid_sample``'s coordinates for the mode (``mirror_grid_scale``), with
+    ``mode`` (reflect101 or symmetric) at the borders: ``grid_sample`` with
+    reflection padding, corners aligned for reflect101."""
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=mode == "reflect101")
+
+
 def bilinear_sample(x: Tensor, rows: Tensor, cols: Tensor, mode: str) -> Tensor:
     """Sample ``x`` at real positions (N, H', W') bilinearly; neighbours
-    outside the image follow the border ``mode``."""
+    outside the image follow the border ``mode``.
+
+    The two mirror modes run as ``grid_sample`` with reflection padding:
+    mirroring the position about the edge pixel's centre (``reflect101``,
+    corners aligned) or about the image's edge (``symmetric``, then clamped
+    to the edge pixels) gives the same neighbours and weights as mirroring
+    the neighbours' indices, in one fused operation.
+    """
     h, w = x.shape[-2:]
+    if mode in MIRROR_MODES and h > 1 and w > 1:
+        rr, cc = rows.double(), cols.double()
+        if mode == "reflect101":
+            gy, gx = rr * (2 / (h - 1)) - 1, cc * (2 / (w - 1)) - 1
+        else:
+            gy, gx = (2 * rr + 1) / h - 1, (2 * cc + 1) / w - 1
+        return mirror_sample(x, torch.stack([gx, gy], -1).to(x.dtype), mode)
     r0 = torch.floor(rows)
     c0 = torch.floor(cols)
     fr = (rows - r0).unsqueeze(1)
@@ -186,14 +237,20 @@ def motion_blur_batch(x: Tensor, radius: float, sigma: float, angles: Tensor) ->
     rad = torch.deg2rad(angles.to(torch.float64)).view(n, 1)
     dx = torch.ceil(i.view(1, -1) * torch.cos(rad) - 0.5).long()
     dy = torch.ceil(i.view(1, -1) * torch.sin(rad) - 0.5).long()
-    yy = torch.arange(h, device=x.device).view(1, h, 1)
-    xx = torch.arange(w, device=x.device).view(1, 1, w)
-    out = torch.zeros_like(x)
-    for t in range(width):
-        rows = (yy + dy[:, t].view(n, 1, 1)).clamp(0, h - 1).expand(n, h, w)
-        cols = (xx + dx[:, t].view(n, 1, 1)).clamp(0, w - 1).expand(n, h, w)
-        out += k[t] * _gather_pixels(x, rows, cols)
-    return out
+    # every tap shifts a sample by whole pixels, clamped at the edges: on the
+    # image padded by replication, one flat offset per (sample, tap)
+    p = width - 1
+    hp, wp = h + 2 * p, w + 2 * p
+    flat = F.pad(x, (p, p, p, p), mode="replicate").reshape(n, c, hp * wp)
+    base = ((torch.arange(h, device=x.device) + p).view(h, 1) * wp
+            + torch.arange(w, device=x.device).view(1, w) + p).view(1, h * w)
+    shift = dy * wp + dx  # (n, width)
+    weights = k.tolist()
+    out = (x * weights[0]).reshape(n, c, h * w)  # tap 0 reads the pixel itself
+    for t in range(1, width):
+        idx = (base + shift[:, t : t + 1]).view(n, 1, h * w).expand(n, c, h * w)
+        out.add_(flat.gather(2, idx), alpha=weights[t])
+    return out.view(n, c, h, w)
 
 
 def clipped_zoom(x: Tensor, zoom: float) -> Tensor:
@@ -213,6 +270,12 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, decay: float) -> Tensor:
     """Diamond-square height maps in [0, 1], one per sample, (N, S, S) float64."""
     if mapsize & (mapsize - 1):
         raise ValueError(f"Expected `mapsize` to be a power of two, but got {mapsize}.")
+    if rng.device.type == "cpu":
+        return _plasma_fractal_numpy(rng, mapsize, decay)
+    return _plasma_fractal_torch(rng, mapsize, decay)
+
+
+def _plasma_fractal_torch(rng: SampleRNG, mapsize: int, decay: float) -> Tensor:
     n, s = len(rng), mapsize
     m = torch.zeros(n, s, s, dtype=torch.float64, device=rng.device)
     step, wibble = s, 100.0
@@ -223,21 +286,62 @@ def plasma_fractal(rng: SampleRNG, mapsize: int, decay: float) -> Tensor:
 
     while step >= 2:
         half = step // 2
-        corner = m[:, 0:s:step, 0:s:step].clone()
-        square = corner + torch.roll(corner, -1, dims=1)
-        square = square + torch.roll(square, -1, dims=2)
+        corner = m[:, 0:s:step, 0:s:step]
+        square = corner + _roll(corner, -1, 1)
+        square = square + _roll(square, -1, 2)
         m[:, half:s:step, half:s:step] = wibbled(square)
-        dr = m[:, half:s:step, half:s:step].clone()
-        ul = m[:, 0:s:step, 0:s:step].clone()
-        lt = dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2)
+        dr = m[:, half:s:step, half:s:step]
+        ul = m[:, 0:s:step, 0:s:step]
+        lt = dr + _roll(dr, 1, 1) + ul + _roll(ul, -1, 2)
+        tt = dr + _roll(dr, 1, 2) + ul + _roll(ul, -1, 1)
         m[:, 0:s:step, half:s:step] = wibbled(lt)
-        tt = dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1)
         m[:, half:s:step, 0:s:step] = wibbled(tt)
         step //= 2
         wibble /= decay
     flat = m.reshape(n, -1)
     m = m - flat.min(1).values.view(n, 1, 1)
     return m / m.reshape(n, -1).max(1).values.clamp_min(1e-12).view(n, 1, 1)
+
+
+def _plasma_fractal_numpy(rng: SampleRNG, mapsize: int, decay: float) -> Tensor:
+    """``plasma_fractal`` in numpy (its many small steps cost less per call
+    there): the same draws and the same float64 operations in the same
+    order, so the same maps."""
+    n, s = len(rng), mapsize
+    m = np.zeros((n, s, s))
+    step, wibble = s, 100.0
+
+    def wibbled(a: np.ndarray) -> np.ndarray:
+        noise = rng.uniform(-wibble, wibble, *a.shape[1:], dtype=torch.float64).numpy()
+        return a / 4 + wibble * noise
+
+    while step >= 2:
+        half = step // 2
+        corner = m[:, 0:s:step, 0:s:step]
+        square = corner + np.roll(corner, -1, 1)
+        square = square + np.roll(square, -1, 2)
+        m[:, half:s:step, half:s:step] = wibbled(square)
+        dr = m[:, half:s:step, half:s:step]
+        ul = m[:, 0:s:step, 0:s:step]
+        lt = dr + np.roll(dr, 1, 1) + ul + np.roll(ul, -1, 2)
+        tt = dr + np.roll(dr, 1, 2) + ul + np.roll(ul, -1, 1)
+        m[:, 0:s:step, half:s:step] = wibbled(lt)
+        m[:, half:s:step, 0:s:step] = wibbled(tt)
+        step //= 2
+        wibble /= decay
+    m = m - m.reshape(n, -1).min(1).reshape(n, 1, 1)
+    return torch.from_numpy(m / np.maximum(m.reshape(n, -1).max(1), 1e-12).reshape(n, 1, 1))
+
+
+def _roll(a: Tensor, shift: int, dim: int) -> Tensor:
+    """``torch.roll`` by one place (either way) along ``dim``, as a
+    concatenation of two slices (faster on small tensors); a new tensor."""
+    if shift == -1:
+        return torch.cat([a.narrow(dim, 1, a.shape[dim] - 1), a.narrow(dim, 0, 1)], dim)
+    if shift == 1:
+        return torch.cat([a.narrow(dim, a.shape[dim] - 1, 1), a.narrow(dim, 0, a.shape[dim] - 1)],
+                         dim)
+    return torch.roll(a, shift, dims=dim)
 
 
 def next_pow2(v: int) -> int:

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -50,11 +51,32 @@ _REMAINDER_STEPS = 7
 #: Elements per piece of the table sampler: its temporaries stay in cache
 #: and are reused by the allocator instead of being mapped afresh.
 _CHUNK = 1 << 15
+#: CPU tensors up to this many words mix in numpy whatever torch's threads.
+_NUMPY_MIX_MAX = 1 << 16
+
+
+#: splitmix64's (shift, multiplier) rounds as numpy unsigned words (0: none).
+_NP_ROUNDS = tuple((np.uint64(shift), np.uint64(mul & _WORD) if mul else None)
+                   for shift, mul in ((30, _MUL1), (27, _MUL2), (31, 0)))
 
 
 def _mix64(z: Tensor) -> Tensor:
     """splitmix64's finaliser, in place on an int64 tensor: wrapping products
-    and logical right shifts (arithmetic shift, then the sign bits masked)."""
+    and logical right shifts.
+
+    On the CPU the same words come from numpy's unsigned 64-bit operations
+    on the tensor's memory (a logical shift is one operation there; several
+    times faster on small tensors, where torch's per-call cost dominates),
+    unless torch has more than one thread for a large tensor. Elsewhere:
+    arithmetic shifts with the sign bits masked."""
+    if z.device.type == "cpu" and z.is_contiguous() and \
+            (z.numel() <= _NUMPY_MIX_MAX or torch.get_num_threads() == 1):
+        a = z.numpy().view(np.uint64)
+        for shift, mul in _NP_ROUNDS:
+            a ^= a >> shift
+            if mul is not None:
+                a *= mul
+        return z
     t = torch.empty_like(z)
     for shift, mul in ((30, _MUL1), (27, _MUL2), (31, 0)):
         torch.bitwise_right_shift(z, shift, out=t)
@@ -63,6 +85,14 @@ def _mix64(z: Tensor) -> Tensor:
         if mul:
             z.mul_(mul)
     return z
+
+
+def _flat_nonzero(mask: Tensor) -> Tensor:
+    """The indices of the true values of a 1-D mask, ascending (on the CPU
+    by numpy, several times faster than torch's ``nonzero``)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.nonzero().squeeze(1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -205,16 +235,21 @@ class SampleRNG:
         words = self._flat_words(self._substream(base, 0).view(1, -1), None, m)[0]
         top = high
         if top <= _TABLE_MAX_RATE:
-            # in cache-sized pieces (the words fix each element's count: no change)
-            counts = torch.cat([_poisson_by_tables(lam[i : i + _CHUNK], words[i : i + _CHUNK], top)
-                                for i in range(0, len(lam), _CHUNK)])
+            # in cache-sized pieces (the words fix each element's count: no
+            # change), each written straight into the result in its dtype
+            # (whole counts: exact)
+            out = torch.empty(len(lam), dtype=rates.dtype, device=lam.device)
+            for i in range(0, len(lam), _CHUNK):
+                out[i : i + _CHUNK] = _poisson_counts(lam[i : i + _CHUNK],
+                                                      words[i : i + _CHUNK], top)
+            return out.view(rates.shape)
         else:
             counts = torch.empty_like(lam)
             big = lam > _TABLE_MAX_RATE
-            idx = (~big).nonzero().squeeze(1)
+            idx = _flat_nonzero(~big)
             if len(idx):
-                counts[idx] = _poisson_by_tables(lam[idx], words[idx], _TABLE_MAX_RATE)
-            idx = big.nonzero().squeeze(1)
+                counts[idx] = _poisson_counts(lam[idx], words[idx], _TABLE_MAX_RATE)
+            idx = _flat_nonzero(big)
             counts[idx] = self._poisson_ptrs(base, lam[idx], idx, m)
         return counts.view(rates.shape).to(rates.dtype)
 
@@ -241,7 +276,7 @@ class SampleRNG:
         k, ok = _ptrs_attempts(lam, self._flat_words(self._substream(base, 1).view(1, -1),
                                                      idx, m), log_fact)
         out, ok = k[0], ok[0]
-        todo = (~ok).nonzero().squeeze(1)  # positions in lam still to draw
+        todo = _flat_nonzero(~ok)  # positions in lam still to draw
         where = todo if idx is None else idx[todo]
         rows, offsets = where // m, _offsets(m, self.device)[where % m]
         first = 2
@@ -253,7 +288,7 @@ class SampleRNG:
             ok = accept.any(0)
             pick = accept.to(torch.uint8).argmax(0, keepdim=True)  # first accepted attempt
             out[todo] = k.gather(0, pick)[0]
-            left = (~ok).nonzero().squeeze(1)
+            left = _flat_nonzero(~ok)
             todo, rows, offsets = todo[left], rows[left], offsets[left]
         return out
 
@@ -343,39 +378,103 @@ def _poisson_by_tables(lam: Tensor, w: Tensor, top: float) -> Tensor:
     # three 1-D gathers: several times faster on CPU than one of (n, 3) rows
     guide_j, guide_cdf, guide_next = (col.index_select(0, at) for col in entries)
     j = guide_j.add(u > guide_cdf)  # one step up covers most, a binary search the rest
-    left = (u > guide_next).nonzero().squeeze(1)
+    left = _flat_nonzero(u > guide_next)
     if len(left):
         j[left] = (torch.searchsorted(stacked, u[left] + g[left]) - gi[left] * width).double()
     # the remainder d = lam - g in [0, 1): Poisson(d) by inversion
     d = lam - g
     uz = w.bitwise_and(_M32).double().add_(0.5).mul_(2.0**-32)
-    p = torch.exp(-d)
-    total = p.clone()
-    z = (uz > total).double()
-    p.mul_(d)  # step 1 for every element: most stop at 0 or 1 (P >= 0.73)
-    total += p
-    z += uz > total
+    # the remainder's count is added to j as it is found (whole numbers:
+    # exact in float64, in any order)
+    p0 = torch.exp(-d)
+    j.add_(uz > p0)
+    p = p0 * d  # step 1 for every element: most stop at 0 or 1 (P >= 0.73)
+    total = p0.add_(p)
+    beyond = uz > total
+    j.add_(beyond)
     # the rest continue on their own, compacted: the same operations per
     # element in the same order, so the same counts
-    left = (uz > total).nonzero().squeeze(1)
+    left = _flat_nonzero(beyond)
     if len(left):
-        pl, dl, tl, ul = p[left], d[left], total[left], uz[left]
-        zl = torch.zeros(len(left), dtype=z.dtype, device=z.device)
+        pl, dl, tl, ul = (v.index_select(0, left) for v in (p, d, total, uz))
+        zl = torch.zeros_like(pl)
         for step in range(2, _REMAINDER_STEPS + 1):
             pl.mul_(dl).div_(step)
             tl += pl
             zl += ul > tl
-        z[left] += zl
-        p[left], total[left] = pl, tl
-    left = left[uz[left] > total[left]]
-    step = _REMAINDER_STEPS
-    while len(left) and step < 64:  # P(Z > 7) < 1e-5; float64 CDF reaches 1 by 30
-        step += 1
-        p[left] = p[left] * d[left] / step
-        total[left] += p[left]
-        left = left[uz[left] > total[left]]
-        z[left] += 1
-    return j.add_(z)
+        # P(Z > 7) < 1e-5; the float64 CDF reaches 1 by 30
+        more = _flat_nonzero(ul > tl)
+        step = _REMAINDER_STEPS
+        while len(more) and step < 64:
+            step += 1
+            pm = pl[more] * dl[more] / step
+            pl[more] = pm
+            tl[more] += pm
+            more = more[ul[more] > tl[more]]
+            zl[more] += 1
+        j.index_add_(0, left, zl)
+    return j
+
+
+def _poisson_by_tables_numpy(lam: Tensor, w: Tensor, top: float) -> Tensor:
+    """``_poisson_by_tables`` for CPU tensors, in numpy: the same operations
+    on the same values (integer steps, comparisons, IEEE sums and products;
+    the exponential still by torch, on the same array), so the same counts,
+    at a fraction of torch's cost per call, with one-step logical shifts."""
+    size = 16
+    while size < top:
+        size *= 2
+    stacked, entries, width, bits = _poisson_tables(size, lam.device)
+    lam_n = lam.numpy()
+    wu = w.numpy().view(np.uint64)
+    g = np.floor(lam_n)
+    gi = g.astype(np.int64)
+    u = (wu >> np.uint64(32)).astype(np.float64)
+    u += 0.5
+    u *= 2.0**-32
+    at = (gi << bits) + (wu >> np.uint64(64 - bits)).astype(np.int64)
+    guide_j, guide_cdf, guide_next = (np.take(col.numpy(), at) for col in entries)
+    j = guide_j + (u > guide_cdf)
+    left = np.flatnonzero(u > guide_next)
+    if len(left):
+        j[left] = np.searchsorted(stacked.numpy(), u[left] + g[left]) - gi[left] * width
+    d = lam_n - g
+    uz = (wu & np.uint64(_M32)).astype(np.float64)
+    uz += 0.5
+    uz *= 2.0**-32
+    p0 = torch.exp(torch.from_numpy(-d)).numpy()
+    j += uz > p0
+    p = p0 * d
+    total = np.add(p0, p, out=p0)
+    beyond = uz > total
+    j += beyond
+    left = np.flatnonzero(beyond)
+    if len(left):
+        pl, dl, tl, ul = (np.take(v, left) for v in (p, d, total, uz))
+        zl = np.zeros_like(pl)
+        for step in range(2, _REMAINDER_STEPS + 1):
+            pl *= dl
+            pl /= step
+            tl += pl
+            zl += ul > tl
+        more = np.flatnonzero(ul > tl)
+        step = _REMAINDER_STEPS
+        while len(more) and step < 64:
+            step += 1
+            pm = pl[more] * dl[more] / step
+            pl[more] = pm
+            tl[more] += pm
+            more = more[ul[more] > tl[more]]
+            zl[more] += 1
+        j[left] += zl
+    return torch.from_numpy(j)
+
+
+def _poisson_counts(lam: Tensor, w: Tensor, top: float) -> Tensor:
+    """``_poisson_by_tables``, through numpy for contiguous CPU tensors."""
+    if lam.device.type == "cpu" and lam.is_contiguous() and w.is_contiguous():
+        return _poisson_by_tables_numpy(lam, w, top)
+    return _poisson_by_tables(lam, w, top)
 
 
 def sample_keys(x: Tensor) -> list[str]:
@@ -387,9 +486,12 @@ def sample_keys(x: Tensor) -> list[str]:
 
 def sample_seeds(seed: int, name: str, severity: int | str, keys: Sequence[Any]) -> list[int]:
     """One 63-bit seed per sample from (seed, corruption, severity, sample key)."""
-    prefix = f"{seed}/{name}/{severity}/".encode()
-    return [
-        int.from_bytes(hashlib.blake2b(prefix + str(k).encode(), digest_size=8).digest(),
-                       "little") >> 1
-        for k in keys
-    ]
+    # the hash of the common prefix is computed once and extended per key
+    # (the same digests as hashing prefix + key whole)
+    base = hashlib.blake2b(f"{seed}/{name}/{severity}/".encode(), digest_size=8)
+    seeds = []
+    for k in keys:
+        h = base.copy()
+        h.update(str(k).encode())
+        seeds.append(int.from_bytes(h.digest(), "little") >> 1)
+    return seeds

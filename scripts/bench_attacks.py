@@ -9,14 +9,25 @@
 3. CIFAR-scale models (``--models resnet18 wrn28_10``, random weights,
    32x32x3 inputs, eval mode, frozen parameters as rtb loads them):
    PGD-Linf, APGD-CE and FGSM through rtb (``run_attack``) against each
-   one's floor, side by side per batch: a bare torch loop of the same
-   number of forward+backward passes (``steps`` of them, plus the one
-   scoring forward pass every evaluation needs); for PGD also ART called the
-   plain way (trainable parameters) and ART with frozen parameters.
+   one's floor, side by side per batch; for PGD also ART called the plain
+   way (trainable parameters) and ART with frozen parameters.
 
-Each PGD timing is the sum over batches of the best of ``--repeats`` per
-batch, the three contenders interleaved (the machine is shared and noisy);
-the sweep timings are the best of ``--repeats`` whole runs.
+The floor, the same definition for every attack: a bare torch loop doing
+only what any implementation of an attack of k gradient steps must do on a
+batch: k forward+backward passes of the model (mean cross-entropy, gradient
+with respect to the input only), each followed by the signed step and the
+projection to the ball and [0, 1] (with a uniform random start for PGD and
+APGD), then one forward pass scoring the final points. k is the attack's
+step count: ``--cifar-steps`` for PGD and APGD (``max_iter``; APGD takes
+one gradient per iteration), 1 for FGSM. Nothing else counts as the floor: building
+the attack, numpy conversions, checking success and recording outcomes are
+the attack loop's overhead.
+
+The PGD timing of part 1 is the sum over batches of the best of ``--repeats``
+per batch, the three contenders interleaved (the machine is shared and
+noisy); the sweep timings are the best of ``--repeats`` whole runs. Part 3
+runs rounds (every contender on every batch, interleaved) and prints both
+the best-round totals and the median per-round ratio (``cifar_overhead``).
 
     python scripts/bench_attacks.py [--n 1000] [--repeats 3]
     python scripts/bench_attacks.py --part cifar --models resnet18 --cifar-n 32
@@ -265,10 +276,19 @@ def art_pgd(model: ModelUnderTest, x: np.ndarray, y: np.ndarray, eps: float, ste
 
 
 def cifar_overhead(name: str, n: int, batch: int, steps: int, repeats: int) -> None:
-    """Each attack through rtb against its floor, interleaved per batch, best
-    of ``repeats`` per batch and contender, summed over the batches. Times
-    are CPU seconds of the process (all its threads): on a shared machine
-    wall time also counts the time other jobs hold the cores."""
+    """Each attack through rtb against its floor, side by side.
+
+    One round runs every contender once on every batch, the contenders
+    interleaved per batch (in reverse order on odd rounds, so a drift of the
+    machine's speed favours none). FGSM takes one gradient step where the
+    others take ``steps``: it gets ``steps`` times the rounds, so that its
+    timings add up to as much time as theirs. Every contender runs once
+    untimed first. Printed per contender: the sum over batches of its best
+    round (CPU s, and that against the floor's), and the median over rounds
+    of its round time against the floor's in the same round; "all s" is the
+    CPU time of all its rounds. Times are CPU
+    seconds of the process (all its threads): on a shared machine wall time
+    also counts the time other jobs hold the cores."""
     model = cifar_model(name)
     eps = 8 / 255
     g = torch.Generator().manual_seed(0)
@@ -290,13 +310,14 @@ def cifar_overhead(name: str, n: int, batch: int, steps: int, repeats: int) -> N
     }
     adapter = ArtAdapter(model, batch)
     print(f"\n{name} (random weights, {sum(p.numel() for p in model.module.parameters()) / 1e6:.1f}M "
-          f"parameters), {n} points 32x32x3, batch {batch}, eps 8/255, best of {repeats} "
-          f"per batch; load average {os.getloadavg()[0]:.1f}")
-    print(f"  {'attack':10s} {'contender':28s} {'CPU s':>8s} {'x floor':>8s}")
+          f"parameters), {n} points 32x32x3, batch {batch}, eps 8/255; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"  {'attack':10s} {'contender':26s} {'rounds':>6s} {'all s':>7s} {'CPU s':>7s} "
+          f"{'x floor':>8s} {'median x':>9s}")
+    floor_key = "floor (bare torch loop)"
     for label, (spec, k, rand) in attacks.items():
         runs: dict[str, Callable[[torch.Tensor, torch.Tensor, np.ndarray], object]] = {
-            "floor (bare torch loop)": lambda xb, yb, cb, k=k, rand=rand: floor_loop(
-                model, xb, yb, eps, k, rand),
+            floor_key: lambda xb, yb, cb, k=k, rand=rand: floor_loop(model, xb, yb, eps, k, rand),
             "rtb": lambda xb, yb, cb, spec=spec: list(run_attack(adapter, spec, xb, yb, cb, 0)),
         }
         if label == "pgd_linf":
@@ -304,20 +325,27 @@ def cifar_overhead(name: str, n: int, batch: int, steps: int, repeats: int) -> N
                                                             steps, batch, True)
             runs["ART, frozen parameters"] = lambda xb, yb, cb: art_pgd(
                 model, xb.numpy(), yb.numpy(), eps, steps, batch, False)
-        total = dict.fromkeys(runs, 0.0)
-        for i in range(0, n, batch):
-            xb, yb, cb = x[i : i + batch], y[i : i + batch], clean[i : i + batch]
-            best = dict.fromkeys(runs, float("inf"))
-            for _ in range(repeats):
-                for key, fn in runs.items():
-                    best[key] = min(best[key], best_of(
-                        lambda fn=fn, xb=xb, yb=yb, cb=cb: fn(xb, yb, cb), 1, time.process_time))
-            for key in runs:
-                total[key] += best[key]
-        base = total["floor (bare torch loop)"]
-        for key, t in total.items():
-            print(f"  {label if key.startswith('floor') else '':10s} {key:28s} {t:8.2f} "
-                  f"{t / base:7.2f}x")
+        rounds = repeats * max(1, steps // k)
+        batches = [(x[i : i + batch], y[i : i + batch], clean[i : i + batch])
+                   for i in range(0, n, batch)]
+        for fn in runs.values():  # warm-up: one-time imports, builds and caches
+            fn(*batches[0])
+        best = {key: [float("inf")] * len(batches) for key in runs}
+        per_round = {key: [0.0] * rounds for key in runs}
+        for r in range(rounds):
+            order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+            for b, (xb, yb, cb) in enumerate(batches):
+                for key in order:
+                    t = best_of(lambda fn=runs[key], xb=xb, yb=yb, cb=cb: fn(xb, yb, cb), 1,
+                                time.process_time)
+                    best[key][b] = min(best[key][b], t)
+                    per_round[key][r] += t
+        base = sum(best[floor_key])
+        for key in runs:
+            ratios = [t / f for t, f in zip(per_round[key], per_round[floor_key], strict=True)]
+            print(f"  {label if key == floor_key else '':10s} {key:26s} {rounds:6d} "
+                  f"{sum(per_round[key]):7.1f} {sum(best[key]):7.2f} "
+                  f"{sum(best[key]) / base:7.2f}x {float(np.median(ratios)):8.2f}x")
 
 
 def sweep_cost(args: argparse.Namespace, data: EvalSet, adapter: ArtAdapter, pgd: AttackSpec,
