@@ -6,7 +6,7 @@ a targeted run as a success only when the target class is hit. The reference
 protocol instead runs its attacks in order, each on the points still
 standing: APGD-CE, APGD-T (targeted DLR loss, against each of the top ``k``
 classes of the clean logits), FAB-T (``attacks.fab``, against the same
-targets), Square; a point is broken when it is misclassified within eps,
+targets), Square (``attacks.square``); a point is broken when it is misclassified within eps,
 whatever the class. ``ProtocolAutoAttack`` does that with the listed attacks:
 a nested attack configured ``targeted: true`` runs once per target class,
 ranks 2 to ``n_target_classes + 1`` of the clean logits; the others run
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +94,7 @@ def label(attack: Any) -> str:
         return "apgd-t" if targeted else f"apgd-{loss}"
     if name == "FABTargeted":
         return "fab-t"
-    if name == "SquareAttack":
+    if name in ("SquareAttack", "SquareLinf"):
         return "square"
     return f"{name}{'-t' if targeted else ''}"
 
@@ -128,11 +129,13 @@ def protocol_generate(aa: Any, x: torch.Tensor, labels: torch.Tensor, run: Runne
             if not len(idx):
                 return x_adv
             goal = labels[idx] if rank is None else ranked[idx, rank - 1]
+            start = time.perf_counter()
             adv = run(attack, x[idx], goal).to(x.device, torch.float32).reshape(x[idx].shape)
             pred = _batched(logits, adv, aa.batch_size).argmax(1).to(x.device)
             fell = (pred != labels[idx]) & _within(adv, x[idx], float(aa.eps), aa.norm)
             x_adv[idx[fell]] = adv[fell]
             standing[idx[fell]] = False
-            log.info("%s%s broke %d of %d points still standing", label(attack),
-                     "" if rank is None else f" (target rank {rank})", int(fell.sum()), len(idx))
+            log.info("%s%s broke %d of %d points still standing in %.1f s", label(attack),
+                     "" if rank is None else f" (target rank {rank})", int(fell.sum()), len(idx),
+                     time.perf_counter() - start)
     return x_adv

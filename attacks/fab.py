@@ -73,23 +73,25 @@ class FABTargeted(EvasionAttack):
     """FAB-T under Linf: ``generate(x, y)`` takes the target classes as ``y``
     (one-hot or indices); each point's own class is the model's prediction on
     ``x``. Returns, per point, an example misclassified within ``eps``, or the
-    point itself."""
+    point itself. ``max_iter`` is the reference's ``n_iter`` (ART's name, so
+    rtb's iteration-doubling check reaches it); the defaults are the
+    reference's for FAB-T."""
 
     attack_params = EvasionAttack.attack_params + [
-        "eps", "norm", "targeted", "n_iter", "n_restarts", "alpha_max", "eta", "beta",
+        "eps", "norm", "targeted", "max_iter", "n_restarts", "alpha_max", "eta", "beta",
         "batch_size", "stop_at_eps", "verbose",
     ]
     _estimator_requirements = (BaseEstimator, ClassGradientsMixin, ClassifierMixin)
 
     def __init__(self, estimator: Any, eps: float = 0.3, norm: Any = "inf",
-                 targeted: bool = True, n_iter: int = 100, n_restarts: int = 1,
+                 targeted: bool = True, max_iter: int = 100, n_restarts: int = 1,
                  alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
                  batch_size: int = 256, stop_at_eps: bool = True, verbose: bool = False) -> None:
         super().__init__(estimator=estimator)
         self.eps = eps
         self.norm = norm
         self._targeted = targeted
-        self.n_iter = n_iter
+        self.max_iter = max_iter
         self.n_restarts = n_restarts
         self.alpha_max = alpha_max
         self.eta = eta
@@ -111,7 +113,7 @@ class FABTargeted(EvasionAttack):
         if self._targeted is not True:
             raise bad("targeted", "true (FAB-T is targeted; the targets come as labels)",
                       self._targeted)
-        for name in ("n_iter", "n_restarts", "batch_size"):
+        for name in ("max_iter", "n_restarts", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise bad(name, "a positive integer", v)
@@ -201,8 +203,8 @@ class FABTargeted(EvasionAttack):
             x1 = (x0 + 0.5 * float(self.eps) * t / size).clamp(0.0, 1.0)
         live = torch.arange(n, device=x0.device)
         _, diff, grad = self._margin(module, x1, source, target)
-        for it in range(self.n_iter):
-            last = it == self.n_iter - 1
+        for it in range(self.max_iter):
+            last = it == self.max_iter - 1
             xk, xo, m = x1[live], x0[live], len(live)
             w = grad.reshape(m, -1)
             c_k = -diff  # reach the plane from the iterate ...

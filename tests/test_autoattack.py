@@ -19,7 +19,7 @@ from benchmark.core.forward import predict
 
 AA = "attack.autoattack_standard"
 QUICK = (f"{AA}.attacks.apgd_ce.max_iter=3", f"{AA}.attacks.apgd_t.max_iter=3",
-         f"{AA}.attacks.fab_t.n_iter=5", f"{AA}.attacks.square.max_iter=20")
+         f"{AA}.attacks.fab_t.max_iter=5", f"{AA}.attacks.square.max_iter=20")
 
 
 def _spec(name: str, *extra: str):
@@ -49,9 +49,9 @@ def test_standard_builds_the_reference_list() -> None:
     kinds = [(type(a).__name__, bool(getattr(a, "targeted", False))) for a in attack.attacks]
     assert kinds == [("AutoProjectedGradientDescent", False),
                      ("AutoProjectedGradientDescent", True), ("FABTargeted", True),
-                     ("SquareAttack", False)]
+                     ("SquareLinf", False)]
     apgd_ce, apgd_t, fab, square = attack.attacks
-    assert (apgd_ce.max_iter, apgd_t.max_iter, fab.n_iter, square.max_iter) == (100, 100, 100, 5000)
+    assert (apgd_ce.max_iter, apgd_t.max_iter, fab.max_iter, square.max_iter) == (100, 100, 100, 5000)
     assert (fab.n_restarts, fab.alpha_max, fab.eta, fab.beta, fab.eps) == (1, 0.1, 1.05, 0.9, 0.3)
     assert apgd_t.loss_type == "difference_logits_ratio"
 
@@ -104,12 +104,12 @@ def test_protocol_attacks_only_points_still_standing(path: str,
     assert broken.sum() >= (clean != data.y.numpy()).sum()
     names = [n for n, _ in seen]
     order = ["AutoProjectedGradientDescent", "AutoProjectedGradientDescent",
-             "AutoProjectedGradientDescent", "FABTargeted", "FABTargeted", "SquareAttack"]
+             "AutoProjectedGradientDescent", "FABTargeted", "FABTargeted", "SquareLinf"]
     assert names == order[: len(names)]  # 1 + 2 targets + 2 targets + square, as far as needed
     sizes = [s for _, s in seen]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] == (clean == data.y.numpy()).sum()
     logged = [r.args for r in caplog.records if r.name == "attacks.autoattack"]
-    assert [a[3] for a in logged] == sizes  # one line per attack and rank: broke N of M
+    assert [a[3] for a in logged] == sizes  # one line per attack and rank: broke N of M in S
     assert sum(a[2] for a in logged) == broken.sum() - (clean != data.y.numpy()).sum()
 
 

@@ -91,7 +91,7 @@ def test_finds_the_closed_form_boundary_of_a_linear_model(classes: int) -> None:
                           1)
     nearest[torch.arange(len(x)), src] = torch.inf
     lower = nearest.min(1).values  # no example is misclassified closer than this
-    attack = FABTargeted(est, eps=1.0, n_iter=100, stop_at_eps=False)
+    attack = FABTargeted(est, eps=1.0, max_iter=100, stop_at_eps=False)
     out = attack.perturb(x, src, tgt)
     dist = (out - x).abs().amax(1)
     with torch.no_grad():
@@ -99,7 +99,7 @@ def test_finds_the_closed_form_boundary_of_a_linear_model(classes: int) -> None:
     assert bool((dist <= 1.05 * target_dist).all())  # within the overshoot of the closed form
     assert bool((dist >= (1 - 1e-4) * lower).all())
     # stopping at the first success within eps still stays within the overshoot
-    stop = FABTargeted(est, eps=1.0, n_iter=100).perturb(x, src, tgt)
+    stop = FABTargeted(est, eps=1.0, max_iter=100).perturb(x, src, tgt)
     assert bool(((stop - x).abs().amax(1) <= 1.05 * target_dist + 1e-6).all())
 
 
@@ -114,7 +114,7 @@ def test_never_reports_a_perturbation_above_eps() -> None:
     dist = _pairwise(lin, x, src, tgt)
     eps = float(dist.median())
     onehot = np.eye(classes, dtype=np.float32)[tgt.numpy()]
-    out = torch.from_numpy(FABTargeted(est, eps=eps, n_iter=50).generate(x.numpy(), onehot))
+    out = torch.from_numpy(FABTargeted(est, eps=eps, max_iter=50).generate(x.numpy(), onehot))
     moved = (out - x).abs().amax(1)
     with torch.no_grad():
         fooled = lin(out).argmax(1) != src
@@ -139,7 +139,7 @@ def test_stays_in_the_clip_range_and_is_deterministic() -> None:
     runs = []
     for _ in range(2):
         torch.manual_seed(11)
-        runs.append(FABTargeted(est, eps=0.3, n_iter=10, n_restarts=3).perturb(x, src, tgt))
+        runs.append(FABTargeted(est, eps=0.3, max_iter=10, n_restarts=3).perturb(x, src, tgt))
     assert torch.equal(runs[0], runs[1])
     out = runs[0]
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
@@ -155,7 +155,7 @@ def test_target_policy_allows_exactly_fab() -> None:
             check_target("a", other)
 
 
-BAD = [("eta=0.5", "`eta`"), ("alpha_max=2", "`alpha_max`"), ("n_iter=0", "`n_iter`"),
+BAD = [("eta=0.5", "`eta`"), ("alpha_max=2", "`alpha_max`"), ("max_iter=0", "`max_iter`"),
        ("n_restarts=1.5", "`n_restarts`"), ("targeted=false", "`targeted`"),
        ("+norm=2", "`norm`")]
 AA = "attack.autoattack_standard"

@@ -10,7 +10,7 @@ name an object of the right kind:
   or a prefix of the user's ``allow_targets``);
 - ``attack.*`` (ensemble members and nested attack maps included): a subclass
   of ART's ``EvasionAttack`` under ``art.attacks.evasion``, or one of rtb's
-  own listed in ``KNOWN_ATTACKS`` (FAB-T);
+  own listed in ``KNOWN_ATTACKS`` (FAB-T, Square under Linf);
 - ``hydra.callbacks.*``: a known callback class; ``hydra.launcher`` and
   ``hydra.sweeper``: a Hydra launcher/sweeper of a known plugin module.
 
@@ -52,8 +52,9 @@ TARGET_ROOTS: dict[str, tuple[str, ...]] = {
 }
 
 #: rtb's own attack classes (exact paths, outside the roots above; each must
-#: still be an ART ``EvasionAttack`` subclass): FAB-T, which ART lacks.
-KNOWN_ATTACKS: tuple[str, ...] = ("attacks.fab.FABTargeted",)
+#: still be an ART ``EvasionAttack`` subclass): FAB-T, which ART lacks, and
+#: the Linf Square Attack as AutoAttack runs it.
+KNOWN_ATTACKS: tuple[str, ...] = ("attacks.fab.FABTargeted", "attacks.square.SquareLinf")
 
 #: Known callback classes (``hydra.callbacks.*``).
 KNOWN_CALLBACKS: tuple[str, ...] = ("benchmark.sweep.SweepCallback",)
