@@ -143,3 +143,62 @@ def test_fab_alone_breaks_what_lies_within_reach_on_a_linear_model() -> None:
     reach = (dist * 1.06 <= 0.3).numpy()
     assert reach.any()
     assert not np.asarray(out.correct, dtype=bool)[reach].any()
+
+
+def _reference_class():
+    """The reference AutoAttack class from $RTB_AUTOATTACK_REF (a checkout), if set."""
+    import importlib
+    import os
+    import sys
+
+    path = os.environ.get("RTB_AUTOATTACK_REF")
+    if not path:
+        return None
+    sys.path.insert(0, path)
+    try:
+        return importlib.import_module("autoattack").AutoAttack
+    except ImportError:
+        return None
+
+
+@pytest.mark.slow
+def test_breaks_what_the_reference_breaks_on_a_linear_model() -> None:
+    """Differential, when $RTB_AUTOATTACK_REF names a fra31/auto-attack checkout:
+    both protocols, cut to a few iterations alike, on a random 10-class linear
+    model at eps = the median closed-form distance (between two points); away from eps (distance not
+    within 10% of it) they break the same points, and rtb breaks every point
+    the reference breaks."""
+    cls = _reference_class()
+    if cls is None:
+        pytest.skip("set RTB_AUTOATTACK_REF to a fra31/auto-attack checkout")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 10))
+    model = make_model(net, size=10, classes=10)
+    x = 0.3 + 0.4 * torch.rand(40, 1, 10, 10)
+    with torch.no_grad():
+        z = net(x)
+    y = z.argmax(1)
+    w = net[1].weight
+    dist = torch.stack([(z.gather(1, y[:, None])[:, 0] - z[:, k]).abs()
+                        / (w[y] - w[k]).abs().sum(1).clamp_min(1e-12) for k in range(10)], 1)
+    dist[torch.arange(len(y)), y] = torch.inf
+    near = dist.min(1).values  # the closed-form distance to the nearest boundary
+    eps = float(near.sort().values[19:21].mean())  # between two points: no tie at eps
+    ref = cls(net, norm="Linf", eps=eps, version="standard", device="cpu", seed=0,
+              verbose=False)
+    ref.apgd.n_iter = ref.apgd_targeted.n_iter = ref.fab.n_iter = 10
+    ref.square.n_queries = 50
+    x_ref = ref.run_standard_evaluation(x.clone(), y.clone(), bs=64)
+    ref_broken = predict(model, x_ref, 16) != y.numpy()
+    spec = _spec("autoattack_standard", f"{AA}.eps=[{eps}]",
+                 f"{AA}.attacks.apgd_ce.max_iter=10", f"{AA}.attacks.apgd_t.max_iter=10",
+                 f"{AA}.attacks.fab_t.max_iter=10", f"{AA}.attacks.square.max_iter=50")
+    clean = predict(model, x, 16)
+    (out,) = run_attack(ArtAdapter(model, 16), spec, x, y, clean, seed=0)
+    ours_broken = ~np.asarray(out.correct, dtype=bool)
+    clear = ((near - eps).abs() > 0.1 * eps).numpy()
+    assert clear.sum() >= len(y) // 2
+    assert (ours_broken[clear] == ref_broken[clear]).all()
+    bad = np.flatnonzero(ref_broken & ~ours_broken)
+    assert not len(bad), (bad, (near[bad] / eps).tolist(), ref_broken.sum(), ours_broken.sum())
+    assert ref_broken.any() and (~ref_broken).any()
