@@ -20,10 +20,11 @@ box allows, changes the linear function by a piecewise-linear, increasing
 amount in ``r``; the smallest ``r`` that reaches the hyperplane is found by
 sorting the coordinates' room to the box once per row (``_linf_to_plane``).
 
-Everything runs batch by batch on the model's device; one forward and
-backward pass per iteration gives both the gradient for the step and the
-prediction at the point the previous step reached (only the points pulled
-back after a success need another pass). Only a point misclassified within
+Everything runs batch by batch on the model's device. While few iterates
+are misclassified, one forward and backward pass per iteration gives both the
+prediction at the new iterate and the gradient for the next step (only the
+points pulled back after a success need another pass); while many are, a
+prediction pass and then a gradient pass at the pulled-back points is cheaper. Only a point misclassified within
 ``eps`` counts: the others are returned unchanged, and a point stops
 iterating once it has one such example (``stop_at_eps``), since AutoAttack
 asks whether a point can be broken within ``eps``, not for its minimal
@@ -44,6 +45,10 @@ from torch import nn
 
 #: Smallest step size kept apart from zero in the mixing weight (as in the paper's code).
 _TINY = 1e-8
+#: Below this share of pulled-back points one pass gives the prediction and the
+#: gradient (plus a pass for those points); above, a prediction pass then a
+#: gradient pass is cheaper (a backward pass costs about two forward passes).
+_EAGER_BELOW = 1 / 3
 
 
 def _linf_to_plane(p: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -203,6 +208,7 @@ class FABTargeted(EvasionAttack):
             x1 = (x0 + 0.5 * float(self.eps) * t / size).clamp(0.0, 1.0)
         live = torch.arange(n, device=x0.device)
         _, diff, grad = self._margin(module, x1, source, target)
+        share = 0.0  # of the last step's points that were misclassified
         for it in range(self.max_iter):
             last = it == self.max_iter - 1
             xk, xo, m = x1[live], x0[live], len(live)
@@ -217,27 +223,34 @@ class FABTargeted(EvasionAttack):
             alpha = alpha.view((m,) + view[1:])
             x1[live] = ((xk + self.eta * d_k) * (1 - alpha)
                         + (xo + self.eta * d_o) * alpha).clamp(0.0, 1.0)
-            if last:
-                pred = self._predict(module, x1[live])
-            else:
+            # the gradient comes with the prediction while few points get pulled
+            # back (they need another pass); else a prediction, then the gradient
+            eager = not last and share < _EAGER_BELOW
+            if eager:
                 pred, diff, grad = self._margin(module, x1[live], source[live], target[live])
+            else:
+                pred = self._predict(module, x1[live])
             hit = pred != source[live]
-            if not bool(hit.any()):
-                continue
+            share = float(hit.float().mean())
             rows = live[hit]
-            size = (x1[rows] - x0[rows]).reshape(len(rows), -1).abs().amax(1)
-            closer = size < best[rows]
-            adv[rows[closer]] = x1[rows[closer]]
-            best[rows[closer]] = size[closer]
-            x1[rows] = x0[rows] + (x1[rows] - x0[rows]) * self.beta  # back towards x0
+            if len(rows):
+                size = (x1[rows] - x0[rows]).reshape(len(rows), -1).abs().amax(1)
+                closer = size < best[rows]
+                adv[rows[closer]] = x1[rows[closer]]
+                best[rows[closer]] = size[closer]
+                x1[rows] = x0[rows] + (x1[rows] - x0[rows]) * self.beta  # back towards x0
             if last:
                 break
-            if self.stop_at_eps:
+            if self.stop_at_eps and len(rows):
                 keep = ~(best[live] <= self.eps)
-                live, diff, grad, hit = live[keep], diff[keep], grad[keep], hit[keep]
+                live, hit = live[keep], hit[keep]
+                if eager:
+                    diff, grad = diff[keep], grad[keep]
                 if not len(live):
                     break
-            if bool(hit.any()):  # the pulled-back points need their margin there
+            if not eager:
+                _, diff, grad = self._margin(module, x1[live], source[live], target[live])
+            elif bool(hit.any()):  # the pulled-back points need their margin there
                 back = live[hit]
                 _, d2, g2 = self._margin(module, x1[back], source[back], target[back])
                 diff[hit], grad[hit] = d2, g2
