@@ -458,6 +458,10 @@ class ArtAdapter(_FastPaths):
         cls = _class(f"attack.{where}._target_", target)
         if target == "art.attacks.evasion.ProjectedGradientDescentPyTorch":
             cls = _fast_pgd_class()
+        elif target == "art.attacks.evasion.AutoAttack" and "n_target_classes" in kwargs:
+            from attacks.autoattack import protocol_autoattack_class
+
+            cls = protocol_autoattack_class()  # the reference protocol's order
         accepted = _parameters(cls)
         kwargs.pop("_target_", None)
         if spec.budget_arg is not None and budget is not None:
@@ -506,6 +510,11 @@ class ArtAdapter(_FastPaths):
         or the targets (targeted); ``mask`` (1 = may change, broadcastable to
         ``x``) goes to the attacks that take one. Returns raw adversarial
         examples on the model's device (not yet projected or validated)."""
+        from attacks.autoattack import is_protocol, protocol_generate
+
+        if mask is None and is_protocol(attack):  # each nested attack through this method
+            return protocol_generate(attack, x.to(self.model.device), labels, self.generate,
+                                     self.estimator.model)
         if mask is None:  # the fast loops change every feature
             if self._fast_pgd_ok(attack):
                 return self._pgd(attack, x, labels)

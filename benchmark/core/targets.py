@@ -9,7 +9,8 @@ name an object of the right kind:
   builder (under ``benchmark.nets``, ``benchmark.tabular_models``, ``torch.nn``, ``torchvision.models``
   or a prefix of the user's ``allow_targets``);
 - ``attack.*`` (ensemble members and nested attack maps included): a subclass
-  of ART's ``EvasionAttack`` under ``art.attacks.evasion``;
+  of ART's ``EvasionAttack`` under ``art.attacks.evasion``, or one of rtb's
+  own listed in ``KNOWN_ATTACKS`` (FAB-T, Square under Linf);
 - ``hydra.callbacks.*``: a known callback class; ``hydra.launcher`` and
   ``hydra.sweeper``: a Hydra launcher/sweeper of a known plugin module.
 
@@ -50,6 +51,11 @@ TARGET_ROOTS: dict[str, tuple[str, ...]] = {
     SWEEPER: ("hydra._internal.core_plugins.basic_sweeper",),
 }
 
+#: rtb's own attack classes (exact paths, outside the roots above; each must
+#: still be an ART ``EvasionAttack`` subclass): FAB-T, which ART lacks, and
+#: the Linf Square Attack as AutoAttack runs it.
+KNOWN_ATTACKS: tuple[str, ...] = ("attacks.fab.FABTargeted", "attacks.square.SquareLinf")
+
 #: Known callback classes (``hydra.callbacks.*``).
 KNOWN_CALLBACKS: tuple[str, ...] = ("benchmark.sweep.SweepCallback",)
 
@@ -89,6 +95,8 @@ def _check_string(where: str, target: Any, kind: str, allow: Sequence[str]) -> s
     roots = _roots(kind, allow)
     if not _DOTTED.match(target):
         raise _refuse(where, target, f"expected {KIND_WORDS[kind]} (a dotted class path).")
+    if kind == ATTACK and target in KNOWN_ATTACKS:
+        return target.rsplit(".", 1)[0]
     root = next((r for r in roots if target.startswith(r + ".")), None)
     if root is None:
         raise _refuse(where, target, f"expected {KIND_WORDS[kind]} under "
@@ -236,6 +244,7 @@ __all__ = [
     "ARCHITECTURE",
     "ATTACK",
     "CALLBACK",
+    "KNOWN_ATTACKS",
     "KNOWN_CALLBACKS",
     "LAUNCHER",
     "SWEEPER",

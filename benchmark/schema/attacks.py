@@ -98,6 +98,9 @@ def parse_attack(name: str, d: Any, input_shape: tuple[int, ...] | None) -> Atta
         return parse_ensemble(name, d, input_shape)
     target = check_target(f"{where}._target_", d.pop("_target_", None), ATTACK)
     _partial(where, d)
+    if d.get("protocol") is not None:  # a note for the record (it keeps the config), not ART's
+        F.text(f"{where}.protocol", d["protocol"])
+    d.pop("protocol", None)
     minimum_norm = F.flag(f"{where}.minimum_norm", d.pop("minimum_norm", False))
     raw_eps = d.pop("eps", None)
     norm = _norm(f"{where}.norm", d.pop("threat_norm", d.get("norm", "inf")))
