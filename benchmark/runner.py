@@ -105,6 +105,20 @@ def _check_compatible(model: ModelUnderTest, data: EvalSet) -> None:
         )
 
 
+def _check_attack_units(spec: RunSpec, data: EvalSet) -> None:
+    """An image run refuses a feature-table attack (budgets in training
+    standard deviations of a table's columns; LowProFool also needs the
+    table's feature importance), as a table run refuses pixel budgets."""
+    if data.modality == "tabular":
+        return
+    for a in spec.attacks.values():
+        if a.units == "std":
+            raise ConfigError(
+                f"Expected `attack.{a.name}` to be an attack with budgets in input units for "
+                f"dataset {data.name!r} (not a feature table), but it is a feature-table attack "
+                "(units: std).")
+
+
 def count_steps(spec: RunSpec, data: EvalSet | None = None) -> int:
     """Progress units per model version: clean plus one per threat setting."""
     if data is not None and data.modality == "tabular":
@@ -429,6 +443,7 @@ def run_benchmark(
     for m in models:
         _check_compatible(m, data)
     check_groups(spec.groups, data)
+    _check_attack_units(spec, data)
     key = run_key(resolved_config, models, data)
     from benchmark.shard import job_blocks
 

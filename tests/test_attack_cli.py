@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import tiny_overrides
+from omegaconf import OmegaConf
 
 from benchmark.compose import group_options
 
@@ -65,10 +67,27 @@ def test_bad_attack_setting_is_one_line(run_cli: Any, tiny_files: tuple[Path, Pa
     assert "max_iterations" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _table_attacks() -> set[str]:
+    """Shipped attacks with budgets in a table's standard deviations (units: std)."""
+    conf = resources.files("conf") / "attack"
+    return {name for name in group_options("attack")
+            if OmegaConf.create((conf / f"{name}.yaml").read_text())[name].get("units") == "std"}
+
+
+def test_feature_table_attack_on_images_is_one_line(run_cli: Any,
+                                                    tiny_files: tuple[Path, Path]) -> None:
+    assert {"lowprofool", "tab_pgd"} <= _table_attacks()
+    proc = run_cli("run", *_base(tiny_files), "attack=[fgsm,lowprofool]")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "`attack.lowprofool`" in proc.stderr and "units: std" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_every_shipped_attack_through_the_cli(run_cli: Any, tiny_files: tuple[Path, Path],
                                               tmp_path: Path) -> None:
-    attacks = group_options("attack")
+    """Every shipped image attack (the feature-table ones run in the tabular tests)."""
+    attacks = [a for a in group_options("attack") if a not in _table_attacks()]
     proc = run_cli("run", *_base(tiny_files), f"attack=[{','.join(attacks)}]", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     threats = {m["threat"] for m in _record(tmp_path)["measurements"]}
