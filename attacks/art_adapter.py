@@ -379,6 +379,9 @@ class _FastPaths:
             size = g.reshape(bsz, -1).norm(dim=1).view(-1, *(1,) * (g.ndim - 1))
             return g / (size + _APGD_TOL)
 
+        def pick(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask.view(-1, *(1,) * (a.ndim - 1)), a, b)
+
         f_0, g_k, p_k = self._loss_grad(x_k, y, True, loss_type)
         for k in range(iters):
             assert g_k is not None
@@ -387,14 +390,12 @@ class _FastPaths:
             if k == 0:
                 x_1 = x_init + _apgd_projection(z - x_init, eps, norm)
                 f_1, g_1, p_1 = self._loss_grad(x_1, y, not last, loss_type)
-                eta_prev, f_max_prev = eta.clone(), f_0.clone()
-                f_max, x_max, x_max_m_1 = f_0.clone(), x_k.clone(), x_init.clone()
-                g_max, p_max = g_k.clone(), p_k.clone()
+                eta_prev, f_max_prev = eta, f_0
                 up = f_1 >= f_0
-                f_max[up], x_max[up], p_max[up] = f_1[up], x_1[up], p_1[up]
-                if g_1 is not None:
-                    g_max[up] = g_1[up]
-                count[up] += 1
+                f_max, x_max, p_max = pick(up, f_1, f_0), pick(up, x_1, x_k), pick(up, p_1, p_k)
+                x_max_m_1 = x_init
+                g_max = g_k if g_1 is None else pick(up, g_1, g_k)
+                count = count + up
                 x_k_m_1, x_k, g_k, p_k = x_k, x_1, g_1, p_1
                 continue
             z = x_init + _apgd_projection(z - x_init, eps, norm)
@@ -404,24 +405,23 @@ class _FastPaths:
             if bool((f_new == 0.0).all()):
                 return x_new, p_new
             better = (f_new < f_max) if targeted else (f_new > f_max)
-            count[better] += 1
-            x_max[better], x_max_m_1[better] = x_new[better], x_k[better]
-            f_max[better], p_max[better] = f_new[better], p_new[better]
+            count = count + better
+            x_max, x_max_m_1 = pick(better, x_new, x_max), pick(better, x_k, x_max_m_1)
+            f_max, p_max = pick(better, f_new, f_max), pick(better, p_new, p_max)
             if g_new is not None:
-                g_max[better] = g_new[better]
+                g_max = pick(better, g_new, g_max)
             x_k_m_1, x_k, g_k, p_k = x_k, x_new, g_new, p_new
             if k in var_w:
                 span = k - var_w[var_w.index(k) - 1]
                 cond = (count < 0.75 * span) | (
                     (eta_prev == eta).reshape(bsz) & (f_max_prev == f_max))
-                eta[cond] /= 2
-                x_k, x_k_m_1, p_k = x_k.clone(), x_k_m_1.clone(), p_k.clone()
-                x_k[cond], x_k_m_1[cond], p_k[cond] = x_max[cond], x_max_m_1[cond], p_max[cond]
+                eta = pick(cond, eta / 2, eta)
+                x_k, x_k_m_1 = pick(cond, x_max, x_k), pick(cond, x_max_m_1, x_k_m_1)
+                p_k = pick(cond, p_max, p_k)
                 if g_k is not None:
-                    g_k = g_k.clone()
-                    g_k[cond] = g_max[cond]
-                count.zero_()
-                eta_prev, f_max_prev = eta.clone(), f_max.clone()
+                    g_k = pick(cond, g_max, g_k)
+                count = torch.zeros_like(count)
+                eta_prev, f_max_prev = eta, f_max
         return x_k, p_k
 
 
