@@ -116,7 +116,7 @@ def test_fgsm_is_arts_computation(tiny: tuple[Any, Any], norm: Any, eps: float,
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_attack_loops_stay_on_the_gpu_and_agree_with_the_cpu(tiny: tuple[Any, Any]) -> None:
-    """PGD, APGD-CE and FGSM on CUDA: the examples come back on the device,
+    """PGD, APGD (cross-entropy and DLR) and FGSM on CUDA: the examples come back on the device,
     no numpy array is made per step (``Tensor.numpy`` would fail on a CUDA
     tensor), and they match the CPU's up to float rounding."""
     from art.attacks.evasion import (
@@ -135,12 +135,17 @@ def test_attack_loops_stay_on_the_gpu_and_agree_with_the_cpu(tiny: tuple[Any, An
         attacks = [
             FastGradientMethod(est, norm="inf", eps=0.1, eps_step=0.1, batch_size=8),
             AutoProjectedGradientDescent(est, norm="inf", eps=0.15, eps_step=0.04, max_iter=5,
-                                         nb_random_init=0, batch_size=8, verbose=False),
+                                         nb_random_init=1, batch_size=8, verbose=False,
+                                         loss_type="cross_entropy"),
+            AutoProjectedGradientDescent(est, norm="inf", eps=0.15, eps_step=0.04, max_iter=5,
+                                         nb_random_init=1, batch_size=8, verbose=False,
+                                         loss_type="difference_logits_ratio"),
             ProjectedGradientDescentPyTorch(est, norm="inf", eps=0.15, eps_step=0.04,
                                             max_iter=5, num_random_init=0, batch_size=8,
                                             verbose=False),
         ]
         outs = []
+        assert all(_fast_apgd_ok(a) for a in attacks[1:3])
         for attack in attacks:
             np.random.seed(0)
             out = adapter.generate(attack, data.x.to(model.device), data.y.to(model.device))
