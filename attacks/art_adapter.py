@@ -16,13 +16,14 @@ stays on the GPU) and no extra passes:
 * FGSM calls ART's own per-batch computation (``_compute``) on the CPU,
   without the predict pass of its success-rate log line (results are
   ART's, bit for bit); on CUDA the same step in torch.
-* APGD with the cross-entropy loss (Linf or L2) runs ART's algorithm
-  (``AutoProjectedGradientDescent.generate``: same schedule, momentum, step
-  halving, restarts and random start from numpy's global generator) in
+* APGD with ART's cross-entropy or difference-of-logits-ratio (DLR) loss,
+  targeted or not (Linf or L2), runs ART's algorithm
+  (``AutoProjectedGradientDescent.generate``: same loss, schedule, momentum,
+  step halving, restarts and random start from numpy's global generator) in
   torch, with one forward+backward pass per iteration: the loss at the new
   point and the gradient there come from the same pass (ART computes them
   in two), and the gradient at the best point is kept for when the search
-  moves back to it.
+  moves back to it. APGD-T of the AutoAttack protocol is the targeted DLR case.
 
 An attack config says ``_partial_: true``: this adapter completes it with the
 estimator. It builds the class itself rather than through Hydra's
@@ -219,11 +220,19 @@ def _fast_fgsm_ok(attack: Any) -> bool:
             and np.isscalar(attack.eps) and attack.norm in (np.inf, "inf", 1, 2))
 
 
+#: APGD losses the torch loop computes as ART does.
+APGD_FAST_LOSSES: tuple[str, ...] = ("cross_entropy", "difference_logits_ratio")
+
+
 def _fast_apgd_ok(attack: Any) -> bool:
     from art.attacks.evasion import AutoProjectedGradientDescent
 
     return (type(attack) is AutoProjectedGradientDescent
-            and attack.loss_type == "cross_entropy"
+            and attack.loss_type in APGD_FAST_LOSSES
+            # DLR reads the third-largest logit; with fewer classes ART's own
+            # generate fails, and so it still should
+            and (attack.loss_type != "difference_logits_ratio"
+                 or attack.estimator.nb_classes >= 3)
             and attack.norm in (np.inf, "inf", 2) and np.isscalar(attack.eps)
             and np.isscalar(attack.eps_step))
 
@@ -241,25 +250,48 @@ def _apgd_projection(values: torch.Tensor, eps: float, norm: Any) -> torch.Tenso
     return (flat * scale.view(-1, 1)).reshape(values.shape)
 
 
+def _dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """ART's difference-of-logits-ratio loss per sample: ``-(z_y - z_i) /
+    (z_1 - z_3)``, with z_1 and z_3 the largest and third-largest logits and
+    z_i the largest one that is not ``y``'s (as in ART, from the same
+    ``argsort``, so ties break the same way). ``y`` is the true class
+    (untargeted) or the target (targeted)."""
+    order = logits.argsort(dim=1)
+    top = order[:, -1]
+    other = torch.where(top != y, top, order[:, -2])
+    z_1, z_3 = logits.gather(1, top[:, None]), logits.gather(1, order[:, -3:-2])
+    z_i, z_y = logits.gather(1, other[:, None]), logits.gather(1, y[:, None])
+    return (-(z_y - z_i) / (z_1 - z_3)).reshape(-1).float()
+
+
+def _losses(logits: torch.Tensor, y: torch.Tensor, loss_type: str) -> torch.Tensor:
+    """Per-sample loss of ART's APGD ``loss_type`` (cross-entropy or DLR)."""
+    if loss_type == "difference_logits_ratio":
+        return _dlr(logits, y)
+    return nn.functional.cross_entropy(logits, y, reduction="none")
+
+
 class _FastPaths:
     """The torch loops of FGSM and APGD (mixed into ``ArtAdapter``)."""
 
     model: ModelUnderTest
     batch_size: int
 
-    def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, grad: bool
+    def _loss_grad(self, x: torch.Tensor, y: torch.Tensor, grad: bool,
+                   loss_type: str = "cross_entropy"
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Per-sample cross-entropy, the gradient of its batch mean (as ART's
-        loss_gradient, when ``grad``) and the predictions, in one pass."""
+        """Per-sample loss (cross-entropy, or DLR as ART's APGD defines it),
+        the gradient of its batch mean (as ART's loss_gradient, when ``grad``)
+        and the predictions, in one pass."""
         module = self.model.module
         if not grad:
             with torch.no_grad():
                 logits = module(x).float()
-            return nn.functional.cross_entropy(logits, y, reduction="none"), None, logits.argmax(1)
+            return _losses(logits, y, loss_type), None, logits.argmax(1)
         xg = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = module(xg).float()
-            losses = nn.functional.cross_entropy(logits, y, reduction="none")
+            losses = _losses(logits, y, loss_type)
             (g,) = torch.autograd.grad(losses.mean(), xg)
         return losses.detach(), g, logits.detach().argmax(1)
 
@@ -292,7 +324,8 @@ class _FastPaths:
         raise NotImplementedError
 
     def _apgd(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """ART's APGD (cross-entropy), restart by restart and batch by batch."""
+        """ART's APGD (cross-entropy or DLR loss), restart by restart and
+        batch by batch."""
         from art.utils import random_sphere
 
         dev = self.model.device
@@ -325,7 +358,7 @@ class _FastPaths:
         """One batch of ART's APGD iterations; returns the final point and the
         model's predictions there."""
         eps, norm, iters = float(attack.eps), attack.norm, int(attack.max_iter)
-        targeted = bool(attack.targeted)
+        targeted, loss_type = bool(attack.targeted), str(attack.loss_type)
         checkpoints = [0.0, 0.22]
         while True:
             nxt = checkpoints[-1] + max(checkpoints[-1] - checkpoints[-2] - 0.03, 0.06)
@@ -346,49 +379,49 @@ class _FastPaths:
             size = g.reshape(bsz, -1).norm(dim=1).view(-1, *(1,) * (g.ndim - 1))
             return g / (size + _APGD_TOL)
 
-        f_0, g_k, p_k = self._loss_grad(x_k, y, True)
+        def pick(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask.view(-1, *(1,) * (a.ndim - 1)), a, b)
+
+        f_0, g_k, p_k = self._loss_grad(x_k, y, True, loss_type)
         for k in range(iters):
             assert g_k is not None
             z = (x_k + eta * direction(g_k)).clamp(0.0, 1.0)
             last = k == iters - 1
             if k == 0:
                 x_1 = x_init + _apgd_projection(z - x_init, eps, norm)
-                f_1, g_1, p_1 = self._loss_grad(x_1, y, not last)
-                eta_prev, f_max_prev = eta.clone(), f_0.clone()
-                f_max, x_max, x_max_m_1 = f_0.clone(), x_k.clone(), x_init.clone()
-                g_max, p_max = g_k.clone(), p_k.clone()
+                f_1, g_1, p_1 = self._loss_grad(x_1, y, not last, loss_type)
+                eta_prev, f_max_prev = eta, f_0
                 up = f_1 >= f_0
-                f_max[up], x_max[up], p_max[up] = f_1[up], x_1[up], p_1[up]
-                if g_1 is not None:
-                    g_max[up] = g_1[up]
-                count[up] += 1
+                f_max, x_max, p_max = pick(up, f_1, f_0), pick(up, x_1, x_k), pick(up, p_1, p_k)
+                x_max_m_1 = x_init
+                g_max = g_k if g_1 is None else pick(up, g_1, g_k)
+                count = count + up
                 x_k_m_1, x_k, g_k, p_k = x_k, x_1, g_1, p_1
                 continue
             z = x_init + _apgd_projection(z - x_init, eps, norm)
             x_new = x_k + 0.75 * (z - x_k) + 0.25 * (x_k - x_k_m_1)
             x_new = x_init + _apgd_projection(x_new.clamp(0.0, 1.0) - x_init, eps, norm)
-            f_new, g_new, p_new = self._loss_grad(x_new, y, not last)
+            f_new, g_new, p_new = self._loss_grad(x_new, y, not last, loss_type)
             if bool((f_new == 0.0).all()):
                 return x_new, p_new
             better = (f_new < f_max) if targeted else (f_new > f_max)
-            count[better] += 1
-            x_max[better], x_max_m_1[better] = x_new[better], x_k[better]
-            f_max[better], p_max[better] = f_new[better], p_new[better]
+            count = count + better
+            x_max, x_max_m_1 = pick(better, x_new, x_max), pick(better, x_k, x_max_m_1)
+            f_max, p_max = pick(better, f_new, f_max), pick(better, p_new, p_max)
             if g_new is not None:
-                g_max[better] = g_new[better]
+                g_max = pick(better, g_new, g_max)
             x_k_m_1, x_k, g_k, p_k = x_k, x_new, g_new, p_new
             if k in var_w:
                 span = k - var_w[var_w.index(k) - 1]
                 cond = (count < 0.75 * span) | (
                     (eta_prev == eta).reshape(bsz) & (f_max_prev == f_max))
-                eta[cond] /= 2
-                x_k, x_k_m_1, p_k = x_k.clone(), x_k_m_1.clone(), p_k.clone()
-                x_k[cond], x_k_m_1[cond], p_k[cond] = x_max[cond], x_max_m_1[cond], p_max[cond]
+                eta = pick(cond, eta / 2, eta)
+                x_k, x_k_m_1 = pick(cond, x_max, x_k), pick(cond, x_max_m_1, x_k_m_1)
+                p_k = pick(cond, p_max, p_k)
                 if g_k is not None:
-                    g_k = g_k.clone()
-                    g_k[cond] = g_max[cond]
-                count.zero_()
-                eta_prev, f_max_prev = eta.clone(), f_max.clone()
+                    g_k = pick(cond, g_max, g_k)
+                count = torch.zeros_like(count)
+                eta_prev, f_max_prev = eta, f_max
         return x_k, p_k
 
 
