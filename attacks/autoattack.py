@@ -14,7 +14,8 @@ untargeted. With ``n_target_classes`` 0 (the default) it is ART's own
 ``AutoAttack``.
 
 The ART adapter runs the nested attacks through its own ``generate``, so
-APGD-CE takes its torch fast path and the points stay tensors on the model's
+APGD-CE and APGD-T (ART's algorithm with the cross-entropy or the targeted
+DLR loss) take its one-pass torch loop and the points stay tensors on the model's
 device between attacks. How many points each attack broke is logged (logger
 ``attacks.autoattack``, level INFO), one record per attack and target rank.
 """
