@@ -304,7 +304,8 @@ def test_run_writes_label_and_group_columns_and_groups_match_metricframe(
                   "groups=none", "+groups.features.site.kind=metadata",
                   "+groups.features.site.column=site", "+groups.features.class.kind=label",
                   "+groups.min_size=5", "+groups.n_boot=0", "reliability.enabled=false",
-                  "validation=report_only", "attack.fgsm.eps=[0.1]")
+                  "validation=report_only", "attack.fgsm.eps=[0.1]",
+                  "~corruption", "~fault")  # one outcome per (version, threat)
     assert res.returncode == 0, res.stderr[-2000:]
     run_dir = next(tmp_path.glob("outputs/*/*"))
     parquet = pd.read_parquet(run_dir / "outcomes.parquet")

@@ -90,8 +90,11 @@ def check_sweep(run_cli, tmp_path: Path, store: Path, jobs: int, stdout: str) ->
     assert (sweep_dir / SUMMARY_MD).is_file() and (sweep_dir / SUMMARY_CSV).is_file()
     res = run_cli("compare", "--sweep", sweep_id, "--store", str(store))
     assert res.returncode == 0, res.stderr
-    for run_id, _, _ in runs:
-        assert run_id in res.stdout
+    assert "run(s) " in res.stdout  # the header names the first runs; json lists them all
+    res = run_cli("compare", "--sweep", sweep_id, "--store", str(store), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    compared = {r for row in json.loads(res.stdout)["rows"] for r in row["runs"]}
+    assert compared == {run_id for run_id, _, _ in runs}
     return sweep_id
 
 
