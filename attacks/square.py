@@ -117,14 +117,19 @@ class SquareLinf(EvasionAttack):
         eps = float(self.eps)
         dev = x.device
         stripes = torch.sign(2 * torch.rand(n, c, 1, w, device=dev) - 1)
-        best = (x + eps * stripes).clamp(0.0, 1.0)
+        # x + eps and x - eps in the image range, once: every value the search
+        # writes is one of the two, so "nothing changed" is an exact comparison
+        hi, lo = (x + eps).clamp(0.0, 1.0), (x - eps).clamp(0.0, 1.0)
+        best = torch.where(stripes > 0, hi, lo)
         margin = _margin(module, best, y)
         rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
         for query in range(1, self.max_iter):
-            todo = torch.nonzero(margin > 0)[:, 0]
-            if not len(todo):
+            standing = margin > 0
+            k = int(standing.sum())
+            if not k:
                 break
-            k = len(todo)
+            whole = k == n  # every point stands: no gathers, updates in place
+            todo = None if whole else torch.nonzero(standing)[:, 0]
             side = int(round(math.sqrt(window_fraction(self.p_init, query) * h * w)))
             side = min(max(side, 1), h - 1, w - 1)
             top = torch.randint(0, h - side, (k,), device=dev)
@@ -133,15 +138,20 @@ class SquareLinf(EvasionAttack):
                       [:, :, None]
                       & ((cols[None, :] >= left[:, None]) & (cols[None, :] < left[:, None] + side))
                       [:, None, :])[:, None]  # (k, 1, h, w)
-            sign = torch.sign(2 * torch.rand(k, c, 1, 1, device=dev) - 1)
-            xo, cur = x[todo], best[todo]
-            cand = torch.where(inside, (xo + eps * sign).clamp(0.0, 1.0), cur)
-            same = ((cand - cur).abs() < 1e-7).reshape(k, -1).all(1)  # nothing changed: flip
+            up = torch.rand(k, c, 1, 1, device=dev) > 0.5
+            xh, xl, cur = (hi, lo, best) if todo is None else (hi[todo], lo[todo], best[todo])
+            cand = torch.where(inside, torch.where(up, xh, xl), cur)
+            same = torch.eq(cand, cur).reshape(k, -1).all(1)  # nothing changed: flip the sign
             if bool(same.any()):
-                flipped = torch.where(inside, (xo - eps * sign).clamp(0.0, 1.0), cur)
+                flipped = torch.where(inside, torch.where(up, xl, xh), cur)
                 cand = torch.where(same.view(k, 1, 1, 1), flipped, cand)
-            new = _margin(module, cand, y[todo])
-            better = new < margin[todo]
-            best[todo[better]] = cand[better]
-            margin[todo[better]] = new[better]
+            new = _margin(module, cand, y if todo is None else y[todo])
+            if todo is None:
+                better = new < margin
+                best = torch.where(better.view(k, 1, 1, 1), cand, best)
+                margin = torch.where(better, new, margin)
+            else:
+                better = new < margin[todo]
+                best[todo[better]] = cand[better]
+                margin[todo[better]] = new[better]
         return best, margin
