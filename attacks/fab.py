@@ -43,6 +43,14 @@ from art.estimators.classification.classifier import ClassGradientsMixin, Classi
 from art.estimators.estimator import BaseEstimator
 from torch import nn
 
+from attacks.torch_attack import (
+    check_linf,
+    check_number,
+    check_positive_ints,
+    module_and_device,
+    param_error,
+)
+
 #: Smallest step size kept apart from zero in the mixing weight (as in the paper's code).
 _TINY = 1e-8
 #: Below this share of pulled-back points one pass gives the prediction and the
@@ -72,6 +80,10 @@ def _linf_to_plane(p: torch.Tensor, w: torch.Tensor, c: torch.Tensor) -> torch.T
     r = (need - before) / rest.gather(1, j)[:, 0].clamp_min(1e-12)
     r = torch.where(enough.any(1), r, room_s[:, -1])
     return torch.sign(v) * torch.minimum(room, r[:, None])
+
+
+def _in(v: object, lo: float, hi: float) -> bool:
+    return isinstance(v, (int, float)) and lo <= v <= hi
 
 
 class FABTargeted(EvasionAttack):
@@ -107,30 +119,19 @@ class FABTargeted(EvasionAttack):
         self._check_params()
 
     def _check_params(self) -> None:
-        def bad(name: str, expected: str, got: Any) -> ValueError:
-            return ValueError(f"expected `{name}` to be {expected}, but got {got!r}")
-
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not (
-                math.isfinite(self.eps) and self.eps >= 0):
-            raise bad("eps", "a non-negative number", self.eps)
-        if str(self.norm).lower() not in ("inf", "np.inf") and self.norm != np.inf:
-            raise bad("norm", "inf (FAB-T here is the Linf attack)", self.norm)
+        check_linf(self.eps, self.norm, "FAB-T here is the Linf attack")
         if self._targeted is not True:
-            raise bad("targeted", "true (FAB-T is targeted; the targets come as labels)",
-                      self._targeted)
-        for name in ("max_iter", "n_restarts", "batch_size"):
+            raise param_error("targeted", "true (FAB-T is targeted; the targets come as labels)",
+                              self._targeted)
+        check_positive_ints(self, ("max_iter", "n_restarts", "batch_size"))
+        for name, lo, hi, words in (("alpha_max", 0.0, 1.0, "a number in [0, 1]"),
+                                    ("beta", 0.0, 1.0, "a number in [0, 1]"),
+                                    ("eta", 1.0, math.inf,
+                                     "a number of at least 1 (the overshoot)")):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(name, "a positive integer", v)
-        checks = (("alpha_max", 0.0, 1.0, "a number in [0, 1]"),
-                  ("beta", 0.0, 1.0, "a number in [0, 1]"),
-                  ("eta", 1.0, math.inf, "a number of at least 1 (the overshoot)"))
-        for name, lo, hi, words in checks:
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
-                raise bad(name, words, v)
+            check_number(name, v, _in(v, lo, hi), words)
         if not isinstance(self.stop_at_eps, bool):
-            raise bad("stop_at_eps", "true or false", self.stop_at_eps)
+            raise param_error("stop_at_eps", "true or false", self.stop_at_eps)
 
     # ------------------------------------------------------------------ entry points
 
@@ -169,12 +170,7 @@ class FABTargeted(EvasionAttack):
     # ------------------------------------------------------------------ internals
 
     def _module(self) -> tuple[nn.Module, torch.device]:
-        module = self.estimator.model
-        try:
-            device = next(module.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
-        return module, device
+        return module_and_device(self.estimator)
 
     @staticmethod
     def _predict(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,8 @@ from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 from torch import nn
 
+from attacks.torch_attack import check_linf, check_number, check_positive_ints, module_and_device
+
 #: (queries up to, fraction of p_init): the paper's schedule for the window size.
 _SCHEDULE = ((10, 1.0), (50, 1 / 2), (200, 1 / 4), (500, 1 / 8), (1000, 1 / 16),
              (2000, 1 / 32), (4000, 1 / 64), (6000, 1 / 128), (8000, 1 / 256))
@@ -67,25 +69,14 @@ class SquareLinf(EvasionAttack):
         self._check_params()
 
     def _check_params(self) -> None:
-        def bad(name: str, expected: str, got: Any) -> ValueError:
-            return ValueError(f"expected `{name}` to be {expected}, but got {got!r}")
-
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not (
-                math.isfinite(self.eps) and self.eps >= 0):
-            raise bad("eps", "a non-negative number", self.eps)
-        if str(self.norm).lower() not in ("inf", "np.inf") and self.norm != np.inf:
-            raise bad("norm", "inf (this Square Attack is the Linf one)", self.norm)
-        for name in ("max_iter", "nb_restarts", "batch_size"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(name, "a positive integer", v)
-        if not isinstance(self.p_init, (int, float)) or isinstance(self.p_init, bool) or not (
-                0 < self.p_init <= 1):
-            raise bad("p_init", "a number in (0, 1]", self.p_init)
+        check_linf(self.eps, self.norm, "this Square Attack is the Linf one")
+        check_positive_ints(self, ("max_iter", "nb_restarts", "batch_size"))
+        p = self.p_init
+        check_number("p_init", p, isinstance(p, (int, float)) and 0 < p <= 1,
+                     "a number in (0, 1]")
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs: Any) -> np.ndarray:
-        module = self.estimator.model
-        device = next(iter(module.parameters()), torch.zeros(0)).device
+        module, device = module_and_device(self.estimator)
         xt = torch.from_numpy(np.asarray(x, dtype=np.float32)).to(device)
         if y is None:
             with torch.no_grad():
