@@ -361,44 +361,13 @@ def test_sharded_table_equals_the_unsharded_one(tmp_path) -> None:
     shard carries its rows of the raw frame and group columns, a pipeline
     fault still breaks the whole frame, and the assembled run's outcomes and
     measurements equal the unsharded run's."""
-    import torch
-    from test_tabular_run import GROUPS, MODEL, SCHEMA, _table
+    from test_tabular_run import tiny_table_run
 
     from benchmark.compose import compose_spec
-    from benchmark.data import load_evalset
     from benchmark.runner import run_benchmark
-    from benchmark.schema import parse_data
     from benchmark.shard import ShardStored
-    from benchmark.tabular_models import TabularMLP, cardinalities
 
-    _table(120, 0).to_csv(tmp_path / "t.csv", index=False)
-    (tmp_path / "s.yaml").write_text(SCHEMA)
-    data_cfg = {"name": "t", "loader": "csv", "root": str(tmp_path / "t.csv"),
-                "options": {"schema": str(tmp_path / "s.yaml")}}
-    train = load_evalset(parse_data({**data_cfg, "split": "train"}))
-    assert train.schema is not None
-    torch.manual_seed(0)
-    net = TabularMLP(cardinalities(train.schema), hidden=(8,), num_classes=2)
-    net.fit_preprocessing(train.x.numpy())
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(30):
-        loss = torch.nn.functional.cross_entropy(net(train.x), train.y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    torch.save(net.state_dict(), tmp_path / "tab.pt")
-    conf = tmp_path / "conf"
-    (conf / "model").mkdir(parents=True)
-    (conf / "groups").mkdir()
-    (conf / "model" / "tiny_tab_v1.yaml").write_text(MODEL.format(
-        cards=cardinalities(train.schema), ckpt=tmp_path / "tab.pt", n=len(train.schema.names)))
-    (conf / "groups" / "tiny_tab.yaml").write_text(GROUPS)
-    base = [f"hydra.searchpath=[file://{conf}]", "data=table_csv",
-            f"data.root={tmp_path / 't.csv'}", f"data.options.schema={tmp_path / 's.yaml'}",
-            "model=[tiny_tab_v1]", "attack=[tab_fgsm,tab_pgd]", "corruption=tabular_noise",
-            "corruption.severities=[1,5]", "fault=tabular", "groups=tiny_tab",
-            "validation=report_only", "reliability.enabled=false", "batch_size=8",
-            "shard.block=8"]
+    base = [*tiny_table_run(tmp_path, 120, 30), "batch_size=8", "shard.block=8"]
 
     def run(store: Path, *extra: str, out: str = "run") -> object:
         spec, resolved = compose_spec([*base, f"store={store}", *extra])

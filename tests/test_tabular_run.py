@@ -62,9 +62,11 @@ def _table(n: int, seed: int) -> pd.DataFrame:
                          "label": np.where(score > 0, "yes", "no")})
 
 
-@pytest.mark.slow
-def test_tabular_run_end_to_end(tmp_path: Path) -> None:
-    _table(200, 0).to_csv(tmp_path / "t.csv", index=False)
+def tiny_table_run(tmp_path: Path, rows: int, epochs: int) -> list[str]:
+    """A CSV table of ``rows`` rows with its schema, a TabularMLP version trained
+    for ``epochs`` on its train split and a groups config, under ``tmp_path``;
+    returns the overrides that run them (attacks, noise, faults, groups)."""
+    _table(rows, 0).to_csv(tmp_path / "t.csv", index=False)
     (tmp_path / "s.yaml").write_text(SCHEMA)
     data_cfg = {"name": "t", "loader": "csv", "root": str(tmp_path / "t.csv"),
                 "options": {"schema": str(tmp_path / "s.yaml")}}
@@ -74,7 +76,7 @@ def test_tabular_run_end_to_end(tmp_path: Path) -> None:
     net = TabularMLP(cardinalities(train.schema), hidden=(8,), num_classes=2)
     net.fit_preprocessing(train.x.numpy())
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(60):
+    for _ in range(epochs):
         loss = torch.nn.functional.cross_entropy(net(train.x), train.y)
         opt.zero_grad()
         loss.backward()
@@ -86,12 +88,16 @@ def test_tabular_run_end_to_end(tmp_path: Path) -> None:
     (conf / "model" / "tiny_tab_v1.yaml").write_text(MODEL.format(
         cards=cardinalities(train.schema), ckpt=tmp_path / "tab.pt", n=len(train.schema.names)))
     (conf / "groups" / "tiny_tab.yaml").write_text(GROUPS)
-    overrides = [f"hydra.searchpath=[file://{conf}]", "data=table_csv",
-                 f"data.root={tmp_path / 't.csv'}", f"data.options.schema={tmp_path / 's.yaml'}",
-                 "model=[tiny_tab_v1]", "attack=[tab_fgsm,tab_pgd]", "corruption=tabular_noise",
-                 "corruption.severities=[1,5]", "fault=tabular", "groups=tiny_tab",
-                 "validation=report_only", "reliability.enabled=false", "store=null",
-                 "batch_size=32"]
+    return [f"hydra.searchpath=[file://{conf}]", "data=table_csv",
+            f"data.root={tmp_path / 't.csv'}", f"data.options.schema={tmp_path / 's.yaml'}",
+            "model=[tiny_tab_v1]", "attack=[tab_fgsm,tab_pgd]", "corruption=tabular_noise",
+            "corruption.severities=[1,5]", "fault=tabular", "groups=tiny_tab",
+            "validation=report_only", "reliability.enabled=false"]
+
+
+@pytest.mark.slow
+def test_tabular_run_end_to_end(tmp_path: Path) -> None:
+    overrides = [*tiny_table_run(tmp_path, 200, 60), "store=null", "batch_size=32"]
     spec, resolved = compose_spec(overrides)
     result = run_benchmark(spec, tmp_path / "run", resolved_config=resolved, progress=False)
     n = len(result.evalset)
